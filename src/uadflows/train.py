@@ -1,0 +1,221 @@
+"""Training from the feature cache, resumable and deterministic.
+
+One run = one (dataset, category, model, seed). The flow sees batches read straight from
+the memory-mapped cache; the frozen backbone never runs here. Every ``checkpoint_every``
+epochs the full training state (trainable weights, optimiser, scheduler, history) is
+written atomically to ``train_state.pt``; a restarted job resumes from it and, on the CPU,
+ends with exactly the weights of an uninterrupted run (the batch order of epoch e is drawn
+from ``(seed, e)`` alone, so no random state has to survive the restart).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uadflows.features import load_split, resolve_device
+from uadflows.io import atomic_path
+
+STATE_FILE = "train_state.pt"
+
+
+class Divergence(RuntimeError):
+    """A NaN or infinite loss: the run is recorded as failed, not reported."""
+
+
+def run_name(spec: dict[str, Any]) -> str:
+    return f"{spec['dataset']}/{spec['category']}/{spec['model']}/seed{spec['seed']}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_model(spec: dict[str, Any]):
+    """The method of a job spec, its backbone a weightless stand-in (features are cached)."""
+    from uadflows import methods
+
+    kwargs = dict(spec.get("params") or {})
+    for k, v in (spec.get("train") or {}).items():
+        if k in ("epochs", "batch_size", "lr") and v is not None:
+            kwargs[k] = v
+    seed_everything(spec["seed"])  # FrEIA's random permutations are drawn at construction
+    return methods.create(
+        spec["method"],
+        backbone=spec["backbone"],
+        pretrained=False,
+        image_size=spec["image_size"][0],
+        build_backbone=False,
+        **kwargs,
+    )
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Everything but the frozen backbone (flows, norms, FrEIA's fixed permutations)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+
+
+def flow_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _load_state(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The resume state, or None; a corrupted or foreign file is set aside, not trusted."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+            raise ValueError("not a uadflows training state")
+    except Exception as e:  # noqa: BLE001 - any unreadable file is treated alike
+        bad = path.with_suffix(".corrupt")
+        os.replace(path, bad)
+        print(f"warning: {path}: corrupted checkpoint ({e}); moved to {bad.name}, training from scratch",
+              flush=True)
+        return None
+    if state.get("spec") != spec:
+        print(f"warning: {path}: written for another job spec; training from scratch", flush=True)
+        return None
+    return state
+
+
+def train(
+    spec: dict[str, Any],
+    features_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    index_csv: str | Path | None = None,
+    stop_after_epoch: int | None = None,
+) -> dict[str, Any]:
+    """Train one run; write ``model.pt`` and ``history.csv`` into ``out_dir``.
+
+    ``stop_after_epoch`` ends the process's work early (tests of resumption).
+    Returns a summary dict (status, epochs, seconds, flow_params).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(spec.get("device", "auto"))
+    name = run_name(spec)
+
+    model = build_model(spec).to(dev)
+    cfg = model.config
+    epochs, batch_size = int(cfg.epochs), int(cfg.batch_size)
+    data = load_split(features_dir, "train", index_csv=index_csv)
+    steps = math.ceil(len(data) / batch_size)
+    setup = model.train_setup(epochs, steps)
+    every = int((spec.get("train") or {}).get("checkpoint_every") or 10)
+
+    state_path = out_dir / STATE_FILE
+    history: list[dict[str, float]] = []
+    start = 0
+    state = _load_state(state_path, spec)
+    if state is not None:
+        model.load_state_dict(state["model"], strict=False)
+        setup.optimizer.load_state_dict(state["optimizer"])
+        if setup.scheduler is not None and state.get("scheduler") is not None:
+            setup.scheduler.load_state_dict(state["scheduler"])
+        history, start = state["history"], state["epoch"]
+        print(f"{name}: resuming after epoch {start}/{epochs}", flush=True)
+
+    error = None
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = np.random.default_rng([spec["seed"], epoch]).permutation(len(data))
+        total, count = 0.0, 0
+        for idx, feats in data.batches(batch_size, order, dev):
+            loss = model.loss(model(feats))
+            if not torch.isfinite(loss):
+                error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
+                break
+            setup.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if setup.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), setup.grad_clip)
+            setup.optimizer.step()
+            if setup.scheduler is not None and setup.scheduler_interval == "step":
+                setup.scheduler.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        if error:
+            break
+        lr = setup.optimizer.param_groups[0]["lr"]
+        if setup.scheduler is not None and setup.scheduler_interval == "epoch":
+            setup.scheduler.step()
+        history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr,
+                        "seconds": time.perf_counter() - t0})
+        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f}", flush=True)
+        done = epoch + 1
+        if done % every == 0 or done == epochs or done == stop_after_epoch:
+            _save({"spec": spec, "epoch": done, "history": history,
+                   "model": trainable_state(model), "optimizer": setup.optimizer.state_dict(),
+                   "scheduler": setup.scheduler.state_dict() if setup.scheduler else None},
+                  state_path)
+        if done == stop_after_epoch and done < epochs:
+            return {"status": "stopped", "epochs": done}
+
+    write_history(out_dir / "history.csv", history)
+    summary = {
+        "status": "failed" if error else "ok",
+        "error": error,
+        "epochs": len(history),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "flow_params": flow_parameter_count(model),
+        "device": str(dev),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+    }
+    _save({"spec": spec, "summary": summary, "model": None if error else trainable_state(model)},
+          out_dir / "model.pt")
+    if error:
+        print(f"ERROR: {error}; recorded as a failed run", flush=True)
+    return summary
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["epoch", "loss", "lr", "seconds"])
+            w.writeheader()
+            w.writerows(history)
+
+
+def load_model(model_pt: str | Path, device: str | torch.device = "cpu"):
+    """(model or None, checkpoint dict) from a ``model.pt``; None for a failed run."""
+    path = Path(model_pt)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        spec, summary = ck["spec"], ck["summary"]
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(f"{path}: unreadable or corrupted model checkpoint ({e}); "
+                           "delete it and rerun to retrain") from None
+    if summary["status"] != "ok":
+        return None, ck
+    model = build_model(spec)
+    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise RuntimeError(f"{path}: checkpoint does not fit the model (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
+    return model.to(device).eval(), ck

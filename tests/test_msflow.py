@@ -1,0 +1,275 @@
+"""MSFlow: invertibility, exact log-determinant, scores, schedule, one training step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from uadflows.backbones.base import Extractor, ExtractorSpec
+from uadflows.methods import create
+from uadflows.methods.msflow import MSFlow, MSFlowConfig
+from uadflows.methods.msflow.parallel import positional_encoding_2d
+from uadflows.methods.msflow.postprocess import msflow_anomaly_maps
+
+
+class TinyExtractor(Extractor):
+    """Three random strided convs: strides 4/8/16 like stages 1-3, tiny channel counts."""
+
+    def __init__(self, channels=(4, 4, 8), image_size: int = 64):
+        super().__init__()
+        self.spec = ExtractorSpec(
+            name="tiny",
+            image_size=(image_size, image_size),
+            channels=tuple(channels),
+            shapes=tuple((image_size // s, image_size // s) for s in (4, 8, 16)),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            weights="random",
+            layers="tiny convs",
+        )
+        self.stages = nn.ModuleList(
+            [
+                nn.Conv2d(3, channels[0], 4, stride=4),
+                nn.Conv2d(channels[0], channels[1], 2, stride=2),
+                nn.Conv2d(channels[1], channels[2], 2, stride=2),
+            ]
+        )
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        maps, x = [], images
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+
+def tiny_msflow(image_size: int = 64, seed: int = 0, **params) -> MSFlow:
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # FrEIA draws its fixed permutations from numpy
+    params.setdefault("cond_channels", 8)
+    return create("msflow", backbone=TinyExtractor(image_size=image_size), **params)
+
+
+def perturb(model: nn.Module, scale: float = 0.1) -> None:
+    """Move every trainable weight off its initial value so couplings are far from identity."""
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+def raw_features(channels=(4, 4, 8), side: int = 16, batch: int = 2, dtype=torch.float32):
+    """Random stage maps at strides 1x, 2x, 4x coarser, as the cache holds them."""
+    return [torch.randn(batch, c, side >> i, side >> i, dtype=dtype) for i, c in enumerate(channels)]
+
+
+def test_inverse_recovers_pooled_features():
+    model = tiny_msflow(seed=1).eval()
+    perturb(model)
+    features = raw_features(side=16)
+    with torch.no_grad():
+        out = model(features)
+        recovered = model.inverse(out.z)
+    pooled = model.pool_features(features)
+    assert [z.shape for z in out.z] == [p.shape for p in pooled]
+    for x, x_back in zip(pooled, recovered):
+        assert (x - x_back).abs().max().item() < 1e-4
+
+
+def test_log_jac_equals_bruteforce_jacobian():
+    model = tiny_msflow(seed=2).double().eval()
+    perturb(model, 0.2)
+    pooled = model.pool_features(raw_features(side=16, batch=2, dtype=torch.float64))
+    shapes = [p.shape[1:] for p in pooled]
+    sizes = [s.numel() for s in shapes]  # 4*8*8 + 4*4*4 + 8*2*2 = 352 dimensions
+    out = model.transform(pooled)
+    total_log_jac = sum(out.log_jac)
+    for b in range(2):
+
+        def flat_flow(v: torch.Tensor) -> torch.Tensor:
+            xs = [part.reshape(1, *s) for part, s in zip(torch.split(v, sizes), shapes)]
+            return torch.cat([z.flatten() for z in model.transform(xs, with_log_jac=False).z])
+
+        v = torch.cat([p[b].flatten() for p in pooled])
+        jacobian = torch.autograd.functional.jacobian(flat_flow, v, vectorize=True)
+        sign, log_abs_det = torch.linalg.slogdet(jacobian)
+        assert sign.item() == 1.0
+        assert abs(log_abs_det.item()) > 0.1  # the test means something only off identity
+        assert total_log_jac[b].item() == pytest.approx(log_abs_det.item(), abs=1e-6)
+
+
+def test_shapes_and_scores_on_tiny_images():
+    model = tiny_msflow().eval()
+    images = torch.rand(3, 3, 64, 64)
+    features = model.extract(images)
+    out = model(features)
+    assert [tuple(z.shape) for z in out.z] == [(3, 4, 8, 8), (3, 4, 4, 4), (3, 8, 2, 2)]
+    assert [tuple(j.shape) for j in out.log_jac] == [(3,)] * 3
+    result = model.predict(images)
+    assert set(result) >= {"map", "score", "map_mul", "score_max"}
+    assert result["map"].shape == (3, 64, 64) and result["map_mul"].shape == (3, 64, 64)
+    assert result["score"].shape == (3,) and result["score_max"].shape == (3,)
+    assert all(torch.isfinite(v).all() for v in result.values())
+    # Per-image normalisation: the most normal pixel of every image scores 0.
+    assert torch.allclose(result["map"].flatten(1).amin(1), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(result["score_max"], result["map"].flatten(1).amax(1))
+    assert model(features, with_log_jac=False).log_jac is None
+
+
+def test_maps_rise_on_an_anomalous_region_and_ignore_the_batch():
+    z = [torch.zeros(2, 4, 8, 8), torch.zeros(2, 4, 4, 4), torch.zeros(2, 8, 2, 2)]
+    z[0][1, :, 6, 1] = 5.0  # image 1: one unlikely latent pixel near the bottom-left
+    maps = msflow_anomaly_maps(z, (64, 64))
+    assert maps["map"][0].abs().max() < 1e-6 and maps["score"][0].abs() < 1e-6
+    peak = divmod(int(maps["map"][1].argmax()), 64)
+    assert peak == (6 * 9, 1 * 9)  # align_corners=True: latent (6, 1) lands on pixel (54, 9)
+    assert maps["score"][1] > 0.1 and maps["score_max"][1] > 0.5
+    alone = msflow_anomaly_maps([zs[1:] for zs in z], (64, 64))
+    for key in ("map", "map_mul", "score", "score_max"):
+        assert torch.allclose(alone[key][0], maps[key][1])
+
+
+@pytest.mark.parametrize("anomalous_pixels, expected_score", [(6, 0.5), (30, 1.0)])
+def test_image_score_is_the_mean_of_the_top_3_percent(anomalous_pixels, expected_score):
+    z = torch.zeros(1, 2, 20, 20)  # one scale at output size: no interpolation
+    z.view(1, 2, -1)[0, :, :anomalous_pixels] = 10.0  # log p = -50 there: probability ~ 0
+    maps = msflow_anomaly_maps([z], (20, 20), top_k=0.03)  # top 12 of 400 pixels
+    assert maps["score"].item() == pytest.approx(expected_score, abs=1e-6)
+
+
+def test_one_training_step_lowers_the_loss():
+    model = tiny_msflow(seed=3).train()
+    features = raw_features(side=16, batch=4)
+    setup = model.train_setup(epochs=100, steps_per_epoch=1)
+    assert setup.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # warm-up start
+    loss_before = model.loss(model(features))
+    setup.optimizer.zero_grad()
+    loss_before.backward()
+    torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), setup.grad_clip)
+    setup.optimizer.step()
+    with torch.no_grad():
+        loss_after = model.loss(model(features))
+    assert loss_after.item() < loss_before.item()
+    assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_loss_is_the_per_image_negative_log_likelihood():
+    model = tiny_msflow(seed=4).eval()
+    features = raw_features(side=16, batch=3)
+    out = model(features)
+    per_image = [
+        sum(0.5 * (z[b] ** 2).sum() for z in out.z) - sum(j[b] for j in out.log_jac)
+        for b in range(3)
+    ]
+    assert model.loss(out).item() == pytest.approx(torch.stack(per_image).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="with_log_jac=True"):
+        model.loss(model(features, with_log_jac=False))
+
+
+@pytest.mark.parametrize(
+    "epochs, expected",
+    [
+        # the paper: 25 meta x 4 sub-epochs, warm-up over 12 sub-epochs, decay at 70 and 90
+        (100, {0: 1e-5, 6: 5.5e-5, 12: 1e-4, 69: 1e-4, 70: 3.3e-5, 89: 3.3e-5, 90: 1.089e-5, 99: 1.089e-5}),
+        # 20 epochs: warm-up round(2.4) = 2, milestones round(14.0) = 14, round(18.0) = 18
+        (20, {0: 1e-5, 1: 5.5e-5, 2: 1e-4, 13: 1e-4, 14: 3.3e-5, 18: 1.089e-5, 19: 1.089e-5}),
+    ],
+)
+def test_schedule_maps_meta_epochs_onto_epochs(epochs, expected):
+    model = tiny_msflow()
+    setup = model.train_setup(epochs=epochs, steps_per_epoch=5)
+    assert isinstance(setup.optimizer, torch.optim.Adam)
+    assert setup.grad_clip == 2.0 and setup.scheduler_interval == "epoch"
+    trained = {id(p) for g in setup.optimizer.param_groups for p in g["params"]}
+    assert trained == {id(p) for p in model.trainable_parameters()}
+    assert not trained & {id(p) for p in model.backbone.parameters()}
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(setup.optimizer.param_groups[0]["lr"])
+        setup.optimizer.step()
+        setup.scheduler.step()
+    for epoch, lr in expected.items():
+        assert lrs[epoch] == pytest.approx(lr, rel=1e-9), f"epoch {epoch}"
+
+
+def test_config_defaults_are_the_paper_recipe():
+    config = MSFlowConfig()
+    assert (config.batch_size, config.epochs, config.lr, config.image_size) == (8, 100, 1e-4, 512)
+    assert (config.clamp, config.blocks_per_scale, config.cond_channels) == (1.9, (2, 5, 8), 64)
+    assert config.amp is False and config.top_k == 0.03
+    model = tiny_msflow(blocks_per_scale=[1, 2, 3])
+    assert [len(flow.module_list) for flow in model.parallel_flows] == [1, 2, 3]
+    assert model.config.image_size == (64, 64)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="cond_channels"):
+        MSFlowConfig(cond_channels=6)
+    with pytest.raises(TypeError, match="no_such_key"):
+        tiny_msflow(no_such_key=1)
+    with pytest.raises(ValueError, match="blocks_per_scale"):
+        tiny_msflow(blocks_per_scale=(2, 5))
+    with pytest.raises(ValueError, match="image_size"):
+        create("msflow", backbone=TinyExtractor(image_size=64), image_size=128)
+    model = tiny_msflow()
+    with pytest.raises(ValueError, match="3 feature maps"):
+        model(raw_features()[:2])
+    with pytest.raises(ValueError, match="feature map 1"):
+        model([torch.randn(1, 4, 16, 16), torch.randn(1, 5, 8, 8), torch.randn(1, 8, 4, 4)])
+
+
+def test_positional_encoding_is_sin_cos_of_x_then_y():
+    code = positional_encoding_2d(8, 3, 5)
+    assert code.shape == (8, 3, 5)
+    xs = torch.arange(5.0)
+    ys = torch.arange(3.0)
+    # half = 4 channels per axis, frequencies 1 and 1e4^(-2/4) = 0.01
+    assert torch.allclose(code[0], torch.sin(xs).expand(3, 5), atol=1e-6)
+    assert torch.allclose(code[3], torch.cos(0.01 * xs).expand(3, 5), atol=1e-6)
+    assert torch.allclose(code[4], torch.sin(ys)[:, None].expand(3, 5), atol=1e-6)
+    assert torch.allclose(code[7], torch.cos(0.01 * ys)[:, None].expand(3, 5), atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision runs on CUDA only")
+def test_amp_training_step_on_gpu():
+    model = tiny_msflow(amp=True).cuda().train()
+    features = [f.cuda() for f in raw_features(batch=2)]
+    out = model(features)
+    assert all(z.dtype == torch.float32 for z in out.z)
+    loss = model.loss(out)
+    assert torch.isfinite(loss)
+    scaler = torch.amp.GradScaler("cuda")
+    scaler.scale(loss).backward()
+    assert any(p.grad is not None for p in model.trainable_parameters())
+
+
+def test_registry_with_a_real_backbone_setup():
+    backbones = pytest.importorskip("uadflows.backbones")
+    if not hasattr(backbones, "create_extractor"):
+        pytest.skip("uadflows.backbones.create_extractor is not written yet")
+    torch.manual_seed(0)
+    model = create("msflow", backbone="resnet18", pretrained=False, image_size=64).eval()
+    assert model.config.image_size == (64, 64)
+    result = model.predict(torch.rand(2, 3, 64, 64))
+    assert result["map"].shape == (2, 64, 64) and result["score"].shape == (2,)
+    assert torch.isfinite(result["map"]).all()
+
+
+def test_factory_passes_the_backbone_arguments_on(monkeypatch, tmp_path):
+    """The factory's hand-over to uadflows.backbones, with a stand-in create_extractor."""
+    import uadflows.backbones as backbones
+
+    calls = []
+
+    def fake_create_extractor(name, *, image_size=None, pretrained=True, weights_file=None, cache_dir=None):
+        calls.append((name, image_size, pretrained, weights_file, cache_dir))
+        return TinyExtractor(image_size=image_size if isinstance(image_size, int) else image_size[0])
+
+    monkeypatch.setattr(backbones, "create_extractor", fake_create_extractor, raising=False)
+    weights = tmp_path / "wrn.pth"
+    model = create("msflow", backbone="wide_resnet50_2", pretrained=weights, cond_channels=8)
+    assert calls[-1] == ("wide_resnet50_2", 512, True, weights, None)
+    assert model.config.image_size == (512, 512)
+    create("msflow", backbone="resnet18", pretrained=False, image_size=64, cache_dir=tmp_path)
+    assert calls[-1] == ("resnet18", 64, False, None, tmp_path)

@@ -1,0 +1,135 @@
+"""train -> score -> evaluate -> aggregate on a tiny real category, without Snakemake."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_spec
+from uadflows.aggregate import aggregate
+from uadflows.evaluate import evaluate
+from uadflows.features import CacheError, ensure_cache, load_split, open_cache
+from uadflows.score import score
+from uadflows.train import load_model, train
+
+
+def _run(tiny, out, spec, **kw):
+    summary = train(spec, tiny["features"], out, index_csv=tiny["index"], **kw)
+    score(out / "model.pt", tiny["features"], out / "scores.npz", device="cpu")
+    evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")
+    return summary, json.loads((out / "metrics.json").read_text())
+
+
+def test_cache_is_half_precision_memory_mapped_and_complete(tiny_category):
+    meta = open_cache(tiny_category["features"], index_csv=tiny_category["index"])
+    assert meta["splits"]["train"]["n"] == 8 and meta["splits"]["test"]["n"] == 8
+    split = load_split(tiny_category["features"], "train")
+    assert all(isinstance(a, np.memmap) and a.dtype == np.float16 for a in split.arrays)
+    assert [a.shape[1] for a in split.arrays] == list(meta["spec"]["channels"])
+    feats = split.batch(np.array([3, 1]))
+    assert all(f.dtype == torch.float32 for f in feats)
+
+
+def test_run_end_to_end(tiny_category, tmp_path):
+    summary, m = _run(tiny_category, tmp_path, tiny_spec(epochs=2))
+    assert summary["status"] == "ok" and summary["epochs"] == 2 and summary["flow_params"] > 0
+    assert m["status"] == "ok" and m["resolution"] == "original"
+    for k in ("image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "image_f1_max"):
+        assert 0.0 <= m["metrics"][k] <= 1.0, k
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert list(hist["epoch"]) == [1, 2] and np.isfinite(hist["loss"]).all()
+    with np.load(tmp_path / "scores.npz") as z:
+        assert z["maps"].shape == (8, 64, 64) and z["maps"].dtype == np.float32
+        assert sorted(z["labels"]) == [0] * 4 + [1] * 4
+
+
+def test_same_seed_same_metrics_and_resume_equals_uninterrupted(tiny_category, tmp_path):
+    spec = tiny_spec(epochs=3)
+    _, a = _run(tiny_category, tmp_path / "a", spec)
+    _, b = _run(tiny_category, tmp_path / "b", spec)
+    assert a["metrics"] == b["metrics"]
+    # interrupted after epoch 1, then restarted: same final weights, same metrics
+    out = tmp_path / "c"
+    assert train(spec, tiny_category["features"], out, stop_after_epoch=1)["status"] == "stopped"
+    assert not (out / "model.pt").exists()
+    _, c = _run(tiny_category, out, spec)
+    assert c["metrics"] == a["metrics"]
+    wa = torch.load(tmp_path / "a" / "model.pt", weights_only=False)["model"]
+    wc = torch.load(out / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    cols = ["epoch", "loss", "lr"]
+    assert pd.read_csv(out / "history.csv")[cols].equals(pd.read_csv(tmp_path / "a" / "history.csv")[cols])
+
+
+def test_other_seed_other_weights(tiny_category, tmp_path):
+    train(tiny_spec(seed=0, epochs=1), tiny_category["features"], tmp_path / "s0")
+    train(tiny_spec(seed=1, epochs=1), tiny_category["features"], tmp_path / "s1")
+    w0 = torch.load(tmp_path / "s0" / "model.pt", weights_only=False)["model"]
+    w1 = torch.load(tmp_path / "s1" / "model.pt", weights_only=False)["model"]
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_nan_loss_fails_the_run_by_name_and_epoch(tiny_category, tmp_path, monkeypatch):
+    import uadflows.train as T
+
+    real = T.build_model
+
+    def poisoned(spec):
+        model = real(spec)
+        calls = {"n": 0}
+        loss = model.loss
+
+        def nan_after_two_epochs(out):
+            calls["n"] += 1
+            value = loss(out)
+            return value * float("nan") if calls["n"] > 4 else value  # 2 batches per epoch
+
+        model.loss = nan_after_two_epochs
+        return model
+
+    monkeypatch.setattr(T, "build_model", poisoned)
+    summary, m = _run(tiny_category, tmp_path / "run", tiny_spec(epochs=4))
+    assert summary["status"] == "failed"
+    assert "demo/brick/fastflow/seed0" in summary["error"] and "epoch 3" in summary["error"]
+    assert m["status"] == "failed" and "epoch 3" in m["error"] and "metrics" not in m
+    monkeypatch.setattr(T, "build_model", real)
+    _run(tiny_category, tmp_path / "ok", tiny_spec(epochs=1))
+    df = aggregate([tmp_path / "run" / "metrics.json", tmp_path / "ok" / "metrics.json"],
+                   tmp_path / "metrics.csv")
+    assert sorted(df["status"]) == ["failed", "ok"]
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert np.isnan(failed["image_auroc"]) and "epoch 3" in failed["error"]
+
+
+def test_truncated_cache_is_detected_and_rebuilt(tiny_category, tmp_path):
+    import shutil
+
+    copy = tmp_path / "features"
+    shutil.copytree(tiny_category["features"], copy)
+    target = copy / "train" / "scale0.npy"
+    original = target.read_bytes()
+    with open(target, "r+b") as f:
+        f.truncate(len(original) // 2)
+    with pytest.raises(CacheError, match="scale0.npy.*truncated"):
+        load_split(copy, "train")
+    from conftest import TINY_EXTRACTOR
+
+    ensure_cache(copy, tiny_category["index"], TINY_EXTRACTOR, device="cpu")
+    assert target.read_bytes() == original
+
+
+def test_corrupted_checkpoints_are_detected(tiny_category, tmp_path, capsys):
+    spec = tiny_spec(epochs=2)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train_state.pt").write_bytes(b"\x00garbage" * 10)
+    assert train(spec, tiny_category["features"], out)["status"] == "ok"
+    assert "corrupted checkpoint" in capsys.readouterr().out
+    assert (out / "train_state.corrupt").exists()
+    (out / "model.pt").write_bytes((out / "model.pt").read_bytes()[:100])
+    with pytest.raises(RuntimeError, match="model.pt: unreadable or corrupted"):
+        load_model(out / "model.pt")

@@ -1,0 +1,332 @@
+"""The SLURM profile (`snakemake --profile slurm --cores 64`), its conda environment, and the
+tiny workflow run through a real single-node SLURM (tests/slurm_cluster.py).
+
+Fast tests read the profile as Snakemake does and dry-run the real workflow through it.
+The integration test (marked slurm and slow) needs root and Debian's slurm-wlm + munge
+(.ci/install-slurm.sh); elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from slurm_cluster import LocalSlurm, why_unavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE = ROOT / "slurm" / "config.yaml"
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+PROFILE_ENV = ("UADFLOWS_SLURM_PARTITION", "UADFLOWS_SLURM_GPU_PARTITION",
+               "UADFLOWS_SLURM_ACCOUNT", "UADFLOWS_GPUS", "UADFLOWS_GPU_MODEL")
+needs_workflow = pytest.mark.skipif(
+    not (ROOT / "Snakefile").exists() or not (ROOT / "configs/test/tiny.yaml").exists(),
+    reason="the workflow (Snakefile, configs/test/tiny.yaml) is not there yet",
+)
+
+
+# -- helpers ----------------------------------------------------------------------------
+def clean_env(**profile_env: str) -> dict[str, str]:
+    """The test process's environment, venv first on PATH, only the given UADFLOWS_* set."""
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_ENV}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["HF_HUB_OFFLINE"] = "1"  # the tests are offline: a hub call must fail at once
+    return {**env, **profile_env}
+
+
+def parse_profile(monkeypatch, **profile_env: str) -> dict:
+    """The profile as Snakemake reads it (YTE rendered, key=value lists), under that env."""
+    from snakemake.profiles import ProfileConfigFileParser
+
+    for name in PROFILE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in profile_env.items():
+        monkeypatch.setenv(name, value)
+    with PROFILE.open() as f:
+        return dict(ProfileConfigFileParser().parse(f))
+
+
+def key_values(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
+def profile_gpu_rules() -> list[str]:
+    """GPU_RULES as the profile defines it (the rules that get the GPU request)."""
+    raw = yaml.safe_load(PROFILE.read_text())
+    line = next(d for d in raw["__definitions__"] if d.startswith("GPU_RULES"))
+    return eval(line.split("=", 1)[1])  # a Python list literal of rule names
+
+
+JOB_HEAD = re.compile(r"^(local)?rule (\w+):$")
+
+
+def job_blocks(log: str) -> list[dict]:
+    """The jobs Snakemake printed ('rule x:' / 'localrule x:' blocks), with their fields."""
+    jobs: list[dict] = []
+    for line in log.splitlines():
+        head = JOB_HEAD.match(line.strip())
+        if head and not line.startswith(" "):
+            jobs.append({"rule": head.group(2), "local": bool(head.group(1))})
+        elif jobs and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            jobs[-1].setdefault(key, value)
+    for job in jobs:
+        job["resources"] = key_values(job["resources"].split(", ")) if "resources" in job else {}
+    return jobs
+
+
+def run_snakemake(args: list[str], env: dict[str, str], timeout: int = 900) -> str:
+    """Run snakemake from the repository root (where `--profile slurm` is found)."""
+    p = subprocess.run([SNAKEMAKE, *args], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    if p.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({p.returncode}):\n{out[-8000:]}")
+    return out
+
+
+def tiny_workdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    shutil.copy(ROOT / "configs/test/tiny.yaml", path / "config.yaml")
+    return path
+
+
+def workflow_args(work: Path) -> list[str]:
+    return ["--directory", str(work), "--configfile", str(work / "config.yaml")]
+
+
+# -- the profile as Snakemake reads it ----------------------------------------------------
+def test_profile_defaults_without_any_user_setting(monkeypatch):
+    prof = parse_profile(monkeypatch)
+    assert prof["executor"] == "slurm"
+    assert int(prof["jobs"]) >= 50  # hundreds of GPU jobs: concurrency is `jobs`
+    defaults = key_values(prof["default-resources"])
+    assert {"runtime", "mem_mb"} <= set(defaults)
+    # Partition and account come from the user only: nothing hard-coded.
+    assert not {"slurm_partition", "slurm_account"} & set(defaults)
+    res = key_values(prof["set-resources"])
+    gpu_rules = profile_gpu_rules()
+    assert {f"{r}:gpu" for r in gpu_rules} == set(res)
+    assert set(res.values()) == {"1"}
+    assert "evaluate" not in gpu_rules  # the evaluator is CPU-only
+
+
+def test_profile_takes_partition_account_and_gpu_model_from_the_environment(monkeypatch):
+    prof = parse_profile(
+        monkeypatch, UADFLOWS_SLURM_PARTITION="cpu", UADFLOWS_SLURM_GPU_PARTITION="gpu",
+        UADFLOWS_SLURM_ACCOUNT="lab42", UADFLOWS_GPU_MODEL="a100", UADFLOWS_GPUS="2",
+    )
+    defaults = key_values(prof["default-resources"])
+    assert defaults["slurm_partition"] == "'cpu'" and defaults["slurm_account"] == "'lab42'"
+    res = key_values(prof["set-resources"])
+    for rule in profile_gpu_rules():
+        assert res[f"{rule}:gpu"] == "2"
+        assert res[f"{rule}:gpu_model"] == "'a100'"
+        assert res[f"{rule}:slurm_partition"] == "'gpu'"
+
+
+def test_profile_gpus_zero_asks_for_no_gpu_and_drops_the_model(monkeypatch):
+    prof = parse_profile(monkeypatch, UADFLOWS_GPUS="0", UADFLOWS_GPU_MODEL="a100",
+                         UADFLOWS_SLURM_PARTITION="debug")
+    res = key_values(prof["set-resources"])
+    assert set(res.values()) == {"0", "'debug'"}  # gpu=0 and the partition fallback
+    assert not any(k.endswith(":gpu_model") for k in res)
+
+
+def test_profile_bad_gpu_count_names_the_variable(monkeypatch):
+    from configargparse import ConfigFileParserException
+
+    with pytest.raises(ConfigFileParserException, match="UADFLOWS_GPUS='two'"):
+        parse_profile(monkeypatch, UADFLOWS_GPUS="two")
+
+
+def test_resources_become_the_intended_sbatch_flags(monkeypatch):
+    """The plugin's own translation of our resources (2.8: get_submit_command/set_gres_string)."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    def sbatch(resources: dict) -> str:
+        job = SimpleNamespace(resources=Resources(resources), threads=4)
+        params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "account": "",
+                  "partition": f" -p {resources['slurm_partition']}", "workdir": "/w"}
+        return get_submit_command(job, params) + set_gres_string(job)
+
+    gpu = sbatch({"slurm_partition": "gpu", "gpu": 1, "gpu_model": "a100", "mem_mb": 8000,
+                  "runtime": 120})
+    assert "--gpus=a100:1" in gpu and " -p gpu" in gpu
+    assert "--mem 8000" in gpu and "-t 120" in gpu and "--cpus-per-task=4" in gpu
+    cpu = sbatch({"slurm_partition": "debug", "gpu": 0, "mem_mb": 4000, "runtime": 60})
+    assert "--gpus" not in cpu and "--ntasks=1" in cpu
+
+
+# -- the profile against the real workflow -----------------------------------------------
+@needs_workflow
+def test_gpu_rules_of_the_profile_are_rules_of_the_workflow(tmp_path):
+    out = run_snakemake(["--list-rules", *workflow_args(tiny_workdir(tmp_path / "w"))],
+                        clean_env())
+    rules = {line.strip() for line in out.splitlines()}
+    missing = set(profile_gpu_rules()) - rules
+    assert not missing, f"slurm/config.yaml GPU_RULES names no rule {missing}; rules: {rules}"
+
+
+@needs_workflow
+def test_dry_run_through_the_profile_resolves_each_rules_resources(tmp_path):
+    """`snakemake --profile slurm --cores 64 -n`: GPU rules get the user's GPU settings,
+    CPU rules none, every job a runtime and a memory request."""
+    env = clean_env(UADFLOWS_SLURM_PARTITION="cpu", UADFLOWS_SLURM_GPU_PARTITION="gpu",
+                    UADFLOWS_GPU_MODEL="a100")
+    work = tiny_workdir(tmp_path / "w")
+    out = run_snakemake(["--profile", "slurm", "--cores", "64", "-n", *workflow_args(work)], env)
+    jobs = job_blocks(out)
+    assert jobs, out[-3000:]
+    gpu_rules = set(profile_gpu_rules())
+    seen = {j["rule"] for j in jobs}
+    assert gpu_rules <= seen
+    for job in jobs:
+        res = job["resources"]
+        assert "runtime" in res and "mem_mb" in res, job
+        if job["rule"] in gpu_rules:
+            assert (res.get("gpu"), res.get("gpu_model"), res.get("slurm_partition")) == \
+                ("1", "a100", "gpu"), job
+        else:
+            assert "gpu" not in res and res.get("slurm_partition") == "cpu", job
+
+
+# -- conda environments --------------------------------------------------------------------
+CONDA_NAMES = {"torch": "pytorch", "matplotlib": "matplotlib-base"}
+
+
+def _package_name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_conda_env_holds_every_dependency_of_the_package():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    env = yaml.safe_load((ROOT / "envs/uadflows.yaml").read_text())
+    assert "conda-forge" in env["channels"]
+    conda = {_package_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    pip = {_package_name(d) for d in env["dependencies"] if isinstance(d, dict)
+           for d in d["pip"]}
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = [d for d in deps
+               if CONDA_NAMES.get(_package_name(d), _package_name(d)) not in conda | pip]
+    assert not missing, f"envs/uadflows.yaml lacks {missing} (pyproject.toml dependencies)"
+    assert {"python", "pip", "setuptools"} <= conda  # the post-deploy editable install
+
+
+def _fake_python(tmp_path: Path) -> Path:
+    """A `python` that records its arguments instead of installing anything."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/python-args\n')
+    fake.chmod(0o755)
+    return bindir
+
+
+def test_post_deploy_installs_the_package_from_the_repository_root(tmp_path):
+    bindir = _fake_python(tmp_path)
+    p = subprocess.run(["bash", str(ROOT / "envs/uadflows.post-deploy.sh")], cwd=ROOT,
+                       env={"PATH": f"{bindir}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    args = (tmp_path / "python-args").read_text().split()
+    assert args[:3] == ["-m", "pip", "install"]
+    assert "--no-deps" in args and args[-2:] == ["--editable", str(ROOT)]
+
+
+def test_post_deploy_outside_the_repository_fails_with_a_clear_message(tmp_path):
+    bindir = _fake_python(tmp_path)
+    p = subprocess.run(["bash", str(ROOT / "envs/uadflows.post-deploy.sh")], cwd=tmp_path,
+                       env={"PATH": f"{bindir}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert p.returncode == 1
+    assert "UADFLOWS_ROOT" in p.stderr and str(tmp_path) in p.stderr
+    assert not (tmp_path / "python-args").exists()
+
+
+# -- a real SLURM ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    reason = why_unavailable()
+    if reason:
+        pytest.skip(f"no local SLURM: {reason}")
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def result_files(work: Path) -> dict[str, Path]:
+    """Every output of a run, logs and benchmarks (timings, job ids) aside."""
+    out = {}
+    for path in (work / "results").rglob("*"):
+        rel = path.relative_to(work / "results")
+        if path.is_file() and rel.parts[0] not in ("logs", "benchmarks"):
+            out[str(rel)] = path
+    return out
+
+
+@needs_workflow
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_tiny_workflow_through_slurm_equals_a_local_run(local_slurm, tmp_path):
+    """`snakemake --profile slurm` on a real SLURM: every non-local job is one sbatch job
+    (seen by slurmctld, its id in the job's own log), the outputs equal a local run's."""
+    cores = str(local_slurm.cpus)  # --cores caps each job's threads: the node's CPU count
+    local = tiny_workdir(tmp_path / "local")
+    run_snakemake(["--cores", cores, *workflow_args(local)], clean_env())
+
+    work = tiny_workdir(tmp_path / "slurm")
+    env = clean_env(UADFLOWS_SLURM_PARTITION=local_slurm.partition, UADFLOWS_GPUS="0")
+    started = time.monotonic()
+    log = run_snakemake([
+        "--profile", "slurm", "--cores", cores, *workflow_args(work),
+        # This cluster keeps no accounting (sacct disabled): poll squeue, and soon.
+        "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--seconds-between-status-checks", "1",
+    ], env)
+    wall_s = time.monotonic() - started
+
+    run_id = re.search(r"SLURM run ID: (\S+)", log).group(1)
+    slurm_jobs = [j for j in local_slurm.jobs() if j.name == run_id]
+    submitted = dict(re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)", log))
+    jobs = job_blocks(log)
+    remote = [j for j in jobs if not j["local"]]
+    local_rules = {j["rule"] for j in jobs if j["local"]}
+    print(f"SLURM run: {wall_s:.0f} s, {len(slurm_jobs)} sbatch jobs, "
+          f"{len(remote)} cluster rule jobs, {len(jobs) - len(remote)} local jobs")
+
+    # Every job slurmctld ran for this run finished, and is one the plugin submitted.
+    assert slurm_jobs and {j.state for j in slurm_jobs} == {"COMPLETED"}, slurm_jobs
+    assert {j.job_id for j in slurm_jobs} == set(submitted.values())
+    # The GPU rules and the evaluator ran on the cluster; the local rules never did.
+    assert set(profile_gpu_rules()) | {"evaluate"} <= {j["rule"] for j in remote}
+    assert not any(re.match(rf"rule_({'|'.join(local_rules)})(_wildcards|$)", j.comment)
+                   for j in slurm_jobs), slurm_jobs
+    # Each cluster rule job ran inside one of this run's SLURM jobs: its log says which.
+    ids_in_logs = set()
+    for job in remote:
+        text = (work / job["log"]).read_text()
+        found = re.findall(r"^SLURM_JOB_ID=(\d+)$", text, flags=re.M)
+        assert len(found) == 1 and found[0] in submitted.values(), (job, text[-2000:])
+        ids_in_logs.add(found[0])
+    assert ids_in_logs == set(submitted.values())
+
+    # Same outputs as the local run.
+    mine, theirs = result_files(work), result_files(local)
+    assert mine.keys() == theirs.keys()
+    differ = [rel for rel in mine if mine[rel].read_bytes() != theirs[rel].read_bytes()]
+    assert not differ, f"outputs differ from the local run's: {differ}"

@@ -1,0 +1,95 @@
+"""The real Snakemake workflow on the tiny config, end to end, twice."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    if check and p.returncode != 0:
+        logs = "\n".join(f"== {f}\n{f.read_text()[-3000:]}" for f in workdir.rglob("logs/**/*.log"))
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}\n{logs}")
+    return p
+
+
+def mlflow_runs(workdir: Path) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["uadflows-tiny"])
+
+
+def outputs_state(workdir: Path) -> dict[str, float]:
+    return {str(p.relative_to(workdir)): p.stat().st_mtime_ns
+            for p in (workdir / "results").rglob("*") if p.is_file() and "logs" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def tiny_workflow(tmp_path_factory):
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copy(ROOT / "configs/test/tiny.yaml", work / "config.yaml")
+    snakemake(work)
+    return work
+
+
+@pytest.mark.slow
+def test_tiny_workflow_outputs(tiny_workflow):
+    work = tiny_workflow
+    df = pd.read_csv(work / "results/metrics.csv")
+    assert len(df) == 2 and set(df["category"]) == {"brick", "gravel"}
+    assert (df["status"] == "ok").all()
+    assert df[["image_auroc", "pixel_auroc", "au_pro"]].notna().all().all()
+    tex = (work / "results/report/tables/tables.tex").read_text()
+    assert "\\input" in tex or "\\begin{table" in tex
+    assert list((work / "results/report/figures").glob("*.png"))
+    for rule in ("extract", "train", "score", "evaluate", "aggregate", "report", "mlflow"):
+        assert list((work / "results/benchmarks").rglob(f"{rule}*.tsv")) or \
+            list((work / f"results/benchmarks/{rule}").rglob("*.tsv")), rule
+    runs = mlflow_runs(work)
+    assert len(runs) == 3  # one parent + one child per run
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert set(children["tags.category"]) == {"brick", "gravel"}
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing_and_changes_nothing(tiny_workflow):
+    work = tiny_workflow
+    before = outputs_state(work)
+    db = (work / "mlflow.db").stat().st_mtime_ns
+    p = snakemake(work)
+    assert "Nothing to be done" in p.stdout + p.stderr
+    assert outputs_state(work) == before
+    assert (work / "mlflow.db").stat().st_mtime_ns == db
+    assert len(mlflow_runs(work)) == 3
+
+
+@pytest.mark.slow
+def test_bad_config_fails_before_any_job(tmp_path):
+    text = (ROOT / "configs/test/tiny.yaml").read_text().replace("epochs: 2", "epochs: -2")
+    (tmp_path / "config.yaml").write_text(text)
+    p = snakemake(tmp_path, check=False)
+    assert p.returncode != 0
+    assert "models.fastflow.epochs" in p.stdout + p.stderr or "epochs" in p.stdout + p.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_reports_nothing():
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    p = subprocess.run([str(BIN / "snakemake"), "--lint", "--cores", "1"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Lints for" not in p.stdout + p.stderr, p.stdout + p.stderr

@@ -1,0 +1,34 @@
+# One evaluator for every method (CPU), then all runs into one table.
+
+
+rule evaluate:
+    group:
+        "run"
+    conda:
+        "../../envs/uadflows.yaml"
+    input:
+        model=rules.train.output.model,
+        scores=rules.score.output[0],
+    output:
+        f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}/metrics.json",
+    log:
+        f"{LOGS}/evaluate/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.tsv"
+    shell:
+        "uadflows evaluate --model {input.model} --scores {input.scores} --out {output} > {log} 2>&1"
+
+
+rule aggregate:
+    conda:
+        "../../envs/uadflows.yaml"
+    input:
+        all_metrics(),
+    output:
+        f"{R}/metrics.csv",
+    log:
+        f"{LOGS}/aggregate.log",
+    benchmark:
+        f"{BENCH}/aggregate.tsv"
+    shell:
+        "uadflows aggregate --out {output} {input} > {log} 2>&1"
