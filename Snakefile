@@ -7,7 +7,11 @@ from snakemake.utils import min_version, validate
 min_version("8.10")
 
 
-configfile: "config.yaml"
+# The demo config, unless the command line names one (Snakemake would merge the two).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

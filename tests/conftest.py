@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 MPDD = ROOT.parent / "shared" / "data" / "mpdd_metal_plate"
 
 # Tests run offline: a hub download must fail at once, not after a timeout.
@@ -45,3 +49,22 @@ def tiny_spec(seed: int = 0, epochs: int = 3, method: str = "fastflow", **params
         "evaluation": {"resolution": "original", "pro_limit": 0.3},
         "device": "cpu", "protocol": "last-epoch",
     }
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    if check and p.returncode != 0:
+        logs = "\n".join(f"== {f}\n{f.read_text()[-3000:]}" for f in workdir.rglob("logs/**/*.log"))
+        pytest.fail(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}\n{logs}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory):
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copy(ROOT / "configs/test/tiny.yaml", work / "config.yaml")
+    snakemake(work)
+    return work

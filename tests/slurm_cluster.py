@@ -75,18 +75,20 @@ class SlurmJob:
 class LocalSlurm:
     """Start and stop munge (if not already running), slurmctld and slurmd on localhost.
 
-    ``workdir`` holds the state, spool, logs and pid files. The node declares this
-    machine's CPU count, and ``mem_mb`` of memory (default 256 GB, more than the host may
-    have: ``config_overrides`` lets slurmd accept it and memory is not a consumable here
-    (``CR_Core``), so a profile's real-cluster ``--mem`` requests are accepted rather than
-    rejected by a small CI machine).
+    ``workdir`` holds the state, spool, logs and pid files. The node declares ``cpus``
+    CPUs (default: this machine's count; more lets jobs share the cores, as jobs spread
+    over a real cluster's nodes would run side by side) and ``mem_mb`` of memory (default
+    256 GB, more than the host may have). ``config_overrides`` makes slurmd accept both,
+    and memory is not a consumable here (``CR_Core``), so a profile's real-cluster
+    ``--mem`` requests are accepted rather than rejected by a small CI machine.
     """
 
-    def __init__(self, workdir: Path, partition: str = "uadtest", mem_mb: int = 256_000):
+    def __init__(self, workdir: Path, partition: str = "uadtest", cpus: int | None = None,
+                 mem_mb: int = 256_000):
         self.workdir = Path(workdir)
         self.partition = partition
         self.node = socket.gethostname().split(".")[0]
-        self.cpus = os.cpu_count() or 1
+        self.cpus = cpus or os.cpu_count() or 1
         self.mem_mb = mem_mb
         self._started_munged_pid: int | None = None
         self._conf_written = False

@@ -12,7 +12,7 @@ from torch import nn
 
 from uadflows.backbones.base import Extractor, ExtractorSpec
 from uadflows.methods import create
-from uadflows.methods.fastflow import FastFlow, FastFlowConfig, parameter_counts
+from uadflows.methods.fastflow import FastFlow, FastFlowConfig, LeanAllInOneBlock, build_flow, parameter_counts
 
 
 class TinyExtractor(Extractor):
@@ -208,3 +208,42 @@ def test_train_setup_and_a_few_steps_lower_the_loss():
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(torch.equal(a, b) for a, b in zip(backbone_before, model.backbone.parameters()))
+
+
+# ---- issue 9: the lean permutation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("conv3x3_only", [True, False])
+def test_lean_block_equals_freia_block_for_the_same_weights(conv3x3_only):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    config = FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only)
+    ref = build_flow((9, 6, 5), config)  # odd channel count: unequal coupling halves
+    lean = build_flow((9, 6, 5), FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only, lean_permutation=True))
+    assert all(isinstance(b, LeanAllInOneBlock) for b in lean.module_list)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn_like(p))
+    lean.load_state_dict(ref.state_dict())  # same parameters, same names: the indices follow
+    assert [b.perm_index.tolist() for b in lean.module_list] == [b.w_perm[:, :, 0, 0].argmax(1).tolist() for b in ref.module_list]
+    x = torch.randn(3, 9, 6, 5)
+    with torch.no_grad():
+        (z_ref, j_ref), (z_lean, j_lean) = ref(x), lean(x)
+        torch.testing.assert_close(z_lean, z_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(j_lean, j_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lean(z_ref, rev=True)[0], ref(z_ref, rev=True)[0], atol=1e-5, rtol=1e-5)
+        ref64, lean64 = ref.double(), lean.double()
+        (z_ref, j_ref), (z_lean, j_lean) = ref64(x.double()), lean64(x.double())
+    torch.testing.assert_close(z_lean, z_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(j_lean, j_ref, atol=1e-8, rtol=0)
+
+
+def test_lean_flag_through_the_registry_and_bad_permutation():
+    model = flows_only("resnet18", lean_permutation=True)
+    assert model.config.lean_permutation
+    assert all(isinstance(b, LeanAllInOneBlock) for flow in model.flows for b in flow.module_list)
+    assert parameter_counts(model) == parameter_counts(flows_only("resnet18"))
+    with pytest.raises(ValueError, match="not a hard permutation"):
+        block = model.flows[0].module_list[0]
+        block.load_state_dict({**block.state_dict(), "w_perm": torch.full_like(block.w_perm, 0.5)})

@@ -98,6 +98,14 @@ def test_without_published_numbers(sweep, tmp_path):
     assert not [p for p in written if p.name.startswith("published")]
 
 
+def test_published_matched_by_format_not_name(tmp_path):
+    """Config dataset names are free: the benchmark is spec.json's format."""
+    csv = write_synthetic_sweep(tmp_path, categories={"mvtec_paper": ["bottle"]}, seeds=(0,),
+                                models=[("fastflow-r18", "fastflow", "resnet18")])
+    written = {p.name for p in write_tables(csv, tmp_path / "tables")}
+    assert "published_mvtec_paper.tex" in written
+
+
 def test_summary_markdown(tables):
     summary = tables["summary.md"].read_text()
     assert "| Method / Backbone | image AUROC |" in summary

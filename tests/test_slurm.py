@@ -59,24 +59,33 @@ def key_values(items: list[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 
 
+def profile_definitions() -> dict:
+    """The Python names the profile's `__definitions__` set (GPU_RULES, ...)."""
+    namespace: dict = {}
+    for statement in yaml.safe_load(PROFILE.read_text())["__definitions__"]:
+        exec(statement, namespace)
+    return namespace
+
+
 def profile_gpu_rules() -> list[str]:
-    """GPU_RULES as the profile defines it (the rules that get the GPU request)."""
-    raw = yaml.safe_load(PROFILE.read_text())
-    line = next(d for d in raw["__definitions__"] if d.startswith("GPU_RULES"))
-    return eval(line.split("=", 1)[1])  # a Python list literal of rule names
+    """The rules that get the GPU request."""
+    return profile_definitions()["GPU_RULES"]
 
 
-JOB_HEAD = re.compile(r"^(local)?rule (\w+):$")
+JOB_HEAD = re.compile(r"^( *)(local)?rule (\w+):$")
 
 
 def job_blocks(log: str) -> list[dict]:
-    """The jobs Snakemake printed ('rule x:' / 'localrule x:' blocks), with their fields."""
+    """The jobs Snakemake printed ('rule x:' / 'localrule x:' blocks, indented once more
+    inside a 'Group job'), with their fields."""
     jobs: list[dict] = []
+    indent = ""
     for line in log.splitlines():
-        head = JOB_HEAD.match(line.strip())
-        if head and not line.startswith(" "):
-            jobs.append({"rule": head.group(2), "local": bool(head.group(1))})
-        elif jobs and line.startswith("    ") and ": " in line:
+        head = JOB_HEAD.match(line)
+        if head:
+            indent = head.group(1) + "    "
+            jobs.append({"rule": head.group(3), "local": bool(head.group(2))})
+        elif jobs and line.startswith(indent) and line[len(indent)] != " " and ": " in line:
             key, value = line.strip().split(": ", 1)
             jobs[-1].setdefault(key, value)
     for job in jobs:
@@ -132,6 +141,8 @@ def test_profile_takes_partition_account_and_gpu_model_from_the_environment(monk
         assert res[f"{rule}:gpu"] == "2"
         assert res[f"{rule}:gpu_model"] == "'a100'"
         assert res[f"{rule}:slurm_partition"] == "'gpu'"
+    # evaluate shares the GPU rules' cluster job (group "run"): their partition, no GPU.
+    assert res["evaluate:slurm_partition"] == "'gpu'" and "evaluate:gpu" not in res
 
 
 def test_profile_gpus_zero_asks_for_no_gpu_and_drops_the_model(monkeypatch):
@@ -149,7 +160,7 @@ def test_profile_bad_gpu_count_names_the_variable(monkeypatch):
         parse_profile(monkeypatch, UADFLOWS_GPUS="two")
 
 
-def test_resources_become_the_intended_sbatch_flags(monkeypatch):
+def test_resources_become_the_intended_sbatch_flags():
     """The plugin's own translation of our resources (2.8: get_submit_command/set_gres_string)."""
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
@@ -173,15 +184,6 @@ def test_resources_become_the_intended_sbatch_flags(monkeypatch):
 
 # -- the profile against the real workflow -----------------------------------------------
 @needs_workflow
-def test_gpu_rules_of_the_profile_are_rules_of_the_workflow(tmp_path):
-    out = run_snakemake(["--list-rules", *workflow_args(tiny_workdir(tmp_path / "w"))],
-                        clean_env())
-    rules = {line.strip() for line in out.splitlines()}
-    missing = set(profile_gpu_rules()) - rules
-    assert not missing, f"slurm/config.yaml GPU_RULES names no rule {missing}; rules: {rules}"
-
-
-@needs_workflow
 def test_dry_run_through_the_profile_resolves_each_rules_resources(tmp_path):
     """`snakemake --profile slurm --cores 64 -n`: GPU rules get the user's GPU settings,
     CPU rules none, every job a runtime and a memory request."""
@@ -191,17 +193,42 @@ def test_dry_run_through_the_profile_resolves_each_rules_resources(tmp_path):
     out = run_snakemake(["--profile", "slurm", "--cores", "64", "-n", *workflow_args(work)], env)
     jobs = job_blocks(out)
     assert jobs, out[-3000:]
-    gpu_rules = set(profile_gpu_rules())
-    seen = {j["rule"] for j in jobs}
-    assert gpu_rules <= seen
+    names = profile_definitions()
+    gpu_rules, gpu_partition_rules = set(names["GPU_RULES"]), set(names["GPU_PARTITION_RULES"])
+    rules = {j["rule"] for j in jobs}
+    assert gpu_partition_rules <= rules, f"slurm/config.yaml names rules the workflow lacks: " \
+        f"{gpu_partition_rules - rules}"
     for job in jobs:
         res = job["resources"]
         assert "runtime" in res and "mem_mb" in res, job
         if job["rule"] in gpu_rules:
-            assert (res.get("gpu"), res.get("gpu_model"), res.get("slurm_partition")) == \
-                ("1", "a100", "gpu"), job
+            assert (res.get("gpu"), res.get("gpu_model")) == ("1", "a100"), job
         else:
-            assert "gpu" not in res and res.get("slurm_partition") == "cpu", job
+            assert "gpu" not in res and "gpu_model" not in res, job
+        partition = "gpu" if job["rule"] in gpu_partition_rules else "cpu"
+        assert res.get("slurm_partition") == partition, job
+
+
+PAPER_CONFIGS = sorted((ROOT / "configs/paper").glob("*.yaml"))
+
+
+@needs_workflow
+@pytest.mark.slow  # 12-25 s each on a loaded 2-core machine
+@pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_profile_plans_a_paper_config(config, tmp_path):
+    """The documented command, dry: `snakemake --profile slurm --cores 64 -n --configfile
+    configs/paper/<x>.yaml`, from the repository root (the outputs' folder: a temp dir)."""
+    out = run_snakemake(["--profile", "slurm", "--cores", "64", "-n", "--configfile",
+                         str(config), "--directory", str(tmp_path)], clean_env())
+    jobs = job_blocks(out)
+    counts = {rule: sum(j["rule"] == rule for j in jobs) for rule in {j["rule"] for j in jobs}}
+    n_runs = counts.get("evaluate", 0)
+    assert n_runs >= 30, counts  # every category of the three datasets, at least
+    assert counts["train"] == counts["score"] == n_runs and counts["extract"] >= 1, counts
+    # Memory follows the extractor (backbone, input size): not one figure for all of them.
+    mem = {j["wildcards"].split("extractor=")[1].rsplit("_", 1)[0]: int(j["resources"]["mem_mb"])
+           for j in jobs if j["rule"] == "extract"}
+    assert len(mem) == 1 or len(set(mem.values())) > 1, mem
 
 
 # -- conda environments --------------------------------------------------------------------
@@ -256,16 +283,110 @@ def test_post_deploy_outside_the_repository_fails_with_a_clear_message(tmp_path)
     assert not (tmp_path / "python-args").exists()
 
 
+# -- when the real SLURM test can run ------------------------------------------------------
+def test_local_slurm_needs_root(monkeypatch):
+    import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    assert "needs root" in why_unavailable()
+
+
+def test_local_slurm_needs_the_binaries(monkeypatch):
+    import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(slurm_cluster.shutil, "which",
+                        lambda name: None if name in ("slurmd", "munged") else f"/usr/bin/{name}")
+    reason = why_unavailable()
+    assert "slurmd, munged" in reason and ".ci/install-slurm.sh" in reason
+
+
+def test_local_slurm_leaves_a_real_installation_alone(monkeypatch, tmp_path):
+    import slurm_cluster
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=production\n")
+    monkeypatch.setattr(slurm_cluster, "SLURM_CONF", conf)
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(slurm_cluster.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert "is not ours" in why_unavailable()
+    with pytest.raises(RuntimeError, match="is not ours"):
+        LocalSlurm(tmp_path).start()
+    assert conf.read_text() == "ClusterName=production\n"
+
+
 # -- a real SLURM ------------------------------------------------------------------------
+# --cores of both runs: it caps each job's threads, and the thread count can change float
+# results, so the SLURM run uses the local run's (tests/test_workflow.py runs with 2).
+CORES = "2"
+
+
 @pytest.fixture(scope="module")
 def local_slurm(tmp_path_factory):
     reason = why_unavailable()
     if reason:
         pytest.skip(f"no local SLURM: {reason}")
-    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    # Room for two 2-thread jobs at once, as on a cluster with more than one node.
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=2 * int(CORES))
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def local_run(request, tmp_path_factory) -> Path:
+    """The tiny workflow run locally: the shared run if conftest.py offers one."""
+    try:
+        return Path(request.getfixturevalue("tiny_workflow"))
+    except pytest.FixtureLookupError:
+        work = tiny_workdir(tmp_path_factory.mktemp("local") / "w")
+        run_snakemake(["--cores", CORES, *workflow_args(work)], clean_env())
+        return work
+
+
+# Measured, not computed: timings, memory peaks and MLflow's run ids differ between runs.
+MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$")
+
+
+def _canon(value):
+    """Measured keys dropped; floats by repr and arrays by bytes, so NaN equals NaN."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _canon(v) for k, v in value.items() if not MEASURED.search(str(k))}
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def computed_content(path: Path):
+    """What a result file says, measured quantities left out."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    if path.suffix == ".json":
+        return _canon(json.loads(path.read_text()))
+    if path.suffix == ".csv":
+        df = pd.read_csv(path)
+        return _canon(df[[c for c in df.columns if not MEASURED.search(c)]].to_dict("list"))
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: _canon(z[k]) for k in z.files if not MEASURED.search(k)}
+    if path.suffix == ".pt":
+        import torch
+
+        return _canon(torch.load(path, map_location="cpu", weights_only=False))
+    if path.name.startswith("cost_"):  # the report's table of run times and memory
+        return None
+    return path.read_bytes()
 
 
 def result_files(work: Path) -> dict[str, Path]:
@@ -281,18 +402,14 @@ def result_files(work: Path) -> dict[str, Path]:
 @needs_workflow
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_tiny_workflow_through_slurm_equals_a_local_run(local_slurm, tmp_path):
+def test_tiny_workflow_through_slurm_equals_a_local_run(local_slurm, local_run, tmp_path):
     """`snakemake --profile slurm` on a real SLURM: every non-local job is one sbatch job
     (seen by slurmctld, its id in the job's own log), the outputs equal a local run's."""
-    cores = str(local_slurm.cpus)  # --cores caps each job's threads: the node's CPU count
-    local = tiny_workdir(tmp_path / "local")
-    run_snakemake(["--cores", cores, *workflow_args(local)], clean_env())
-
     work = tiny_workdir(tmp_path / "slurm")
     env = clean_env(UADFLOWS_SLURM_PARTITION=local_slurm.partition, UADFLOWS_GPUS="0")
     started = time.monotonic()
     log = run_snakemake([
-        "--profile", "slurm", "--cores", cores, *workflow_args(work),
+        "--profile", "slurm", "--cores", CORES, *workflow_args(work),
         # This cluster keeps no accounting (sacct disabled): poll squeue, and soon.
         "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "1",
@@ -306,16 +423,17 @@ def test_tiny_workflow_through_slurm_equals_a_local_run(local_slurm, tmp_path):
     jobs = job_blocks(log)
     remote = [j for j in jobs if not j["local"]]
     local_rules = {j["rule"] for j in jobs if j["local"]}
-    print(f"SLURM run: {wall_s:.0f} s, {len(slurm_jobs)} sbatch jobs, "
-          f"{len(remote)} cluster rule jobs, {len(jobs) - len(remote)} local jobs")
+    print(f"SLURM run: {wall_s:.0f} s, {len(slurm_jobs)} sbatch jobs for {len(remote)} rule "
+          f"jobs; {len(jobs) - len(remote)} local jobs")
 
     # Every job slurmctld ran for this run finished, and is one the plugin submitted.
     assert slurm_jobs and {j.state for j in slurm_jobs} == {"COMPLETED"}, slurm_jobs
     assert {j.job_id for j in slurm_jobs} == set(submitted.values())
     # The GPU rules and the evaluator ran on the cluster; the local rules never did.
     assert set(profile_gpu_rules()) | {"evaluate"} <= {j["rule"] for j in remote}
-    assert not any(re.match(rf"rule_({'|'.join(local_rules)})(_wildcards|$)", j.comment)
-                   for j in slurm_jobs), slurm_jobs
+    assert local_rules and not any(
+        re.match(rf"rule_({'|'.join(local_rules)})(_wildcards_|$)", j.comment)
+        for j in slurm_jobs), slurm_jobs
     # Each cluster rule job ran inside one of this run's SLURM jobs: its log says which.
     ids_in_logs = set()
     for job in remote:
@@ -325,8 +443,9 @@ def test_tiny_workflow_through_slurm_equals_a_local_run(local_slurm, tmp_path):
         ids_in_logs.add(found[0])
     assert ids_in_logs == set(submitted.values())
 
-    # Same outputs as the local run.
-    mine, theirs = result_files(work), result_files(local)
+    # The same outputs as the local run's, measured costs (timings, memory) aside.
+    mine, theirs = result_files(work), result_files(local_run)
     assert mine.keys() == theirs.keys()
-    differ = [rel for rel in mine if mine[rel].read_bytes() != theirs[rel].read_bytes()]
+    differ = [rel for rel in sorted(mine)
+              if computed_content(mine[rel]) != computed_content(theirs[rel])]
     assert not differ, f"outputs differ from the local run's: {differ}"

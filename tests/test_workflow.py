@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import snakemake
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    if check and p.returncode != 0:
-        logs = "\n".join(f"== {f}\n{f.read_text()[-3000:]}" for f in workdir.rglob("logs/**/*.log"))
-        pytest.fail(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}\n{logs}")
-    return p
 
 
 def mlflow_runs(workdir: Path) -> pd.DataFrame:
@@ -36,14 +26,6 @@ def mlflow_runs(workdir: Path) -> pd.DataFrame:
 def outputs_state(workdir: Path) -> dict[str, float]:
     return {str(p.relative_to(workdir)): p.stat().st_mtime_ns
             for p in (workdir / "results").rglob("*") if p.is_file() and "logs" not in p.parts}
-
-
-@pytest.fixture(scope="module")
-def tiny_workflow(tmp_path_factory):
-    work = tmp_path_factory.mktemp("workflow")
-    shutil.copy(ROOT / "configs/test/tiny.yaml", work / "config.yaml")
-    snakemake(work)
-    return work
 
 
 @pytest.mark.slow

@@ -44,6 +44,8 @@ class ModelConfig:
     batch_size: int | None = None
     lr: float | None = None
     checkpoint_every: int = 10
+    amp: bool = False
+    compile: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -157,6 +159,8 @@ class Plan:
                 "batch_size": m.batch_size,
                 "lr": m.lr,
                 "checkpoint_every": m.checkpoint_every,
+                "amp": m.amp,
+                "compile": m.compile,
             },
             "evaluation": dict(self.evaluation),
             "device": self.device,
@@ -260,6 +264,8 @@ def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
             batch_size=m.get("batch_size"),
             lr=m.get("lr"),
             checkpoint_every=m.get("checkpoint_every", 10),
+            amp=m.get("amp", False),
+            compile=m.get("compile", False),
             params=m.get("params", {}),
             datasets=tuple(m["datasets"]) if m.get("datasets") else None,
             per_category=m.get("per_category", {}),

@@ -148,7 +148,7 @@ class FeatureSplit:
             idx = np.sort(idx)  # sorted reads are sequential on the memory map
         out = []
         for a in self.arrays:
-            t = torch.from_numpy(np.ascontiguousarray(a[idx]))
+            t = torch.from_numpy(np.array(a[idx]))  # one fp16 copy off the map (writable)
             out.append(t.to(device, non_blocking=True).float())
         return out
 

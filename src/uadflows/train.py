@@ -118,7 +118,12 @@ def train(
     data = load_split(features_dir, "train", index_csv=index_csv)
     steps = math.ceil(len(data) / batch_size)
     setup = model.train_setup(epochs, steps)
-    every = int((spec.get("train") or {}).get("checkpoint_every") or 10)
+    opts = spec.get("train") or {}
+    every = int(opts.get("checkpoint_every") or 10)
+    on_gpu = dev.type == "cuda"
+    # GPU-only speed options: bfloat16 autocast needs no loss scaling; compile the flow once.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and bool(opts.get("amp")))
+    flow = torch.compile(model) if on_gpu and opts.get("compile") else model
 
     state_path = out_dir / STATE_FILE
     history: list[dict[str, float]] = []
@@ -139,7 +144,8 @@ def train(
         order = np.random.default_rng([spec["seed"], epoch]).permutation(len(data))
         total, count = 0.0, 0
         for idx, feats in data.batches(batch_size, order, dev):
-            loss = model.loss(model(feats))
+            with autocast:
+                loss = model.loss(flow(feats))
             if not torch.isfinite(loss):
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break

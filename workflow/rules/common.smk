@@ -1,14 +1,21 @@
 # Config validation beyond the schema, and the input functions of every rule.
 # The logic lives in uadflows.config (tested without Snakemake).
 import json
+import sys
 
 from snakemake.exceptions import WorkflowError
 
 from uadflows.config import ConfigError, Run, load_plan
 
+def dry_run():
+    """`-n`: Snakemake decides this after parsing, so read it from the command line."""
+    return any(a in ("--dry-run", "--dryrun") or (a[:1] == "-" and a[1:2] != "-" and "n" in a[1:]
+               and a[1:].isalpha()) for a in sys.argv[1:])
+
+
 try:
-    # A dry run plans a config for another machine (e.g. the cluster's dataset roots).
-    PLAN = load_plan(config, check_roots=not workflow.dryrun)
+    # A dry run may plan a config for another machine (e.g. the cluster's dataset roots).
+    PLAN = load_plan(config, check_roots=not dry_run())
 except ConfigError as e:
     raise WorkflowError(str(e))
 

@@ -218,7 +218,7 @@ def make_demo(root: str | os.PathLike, categories: tuple[str, ...] | list[str] =
     to write into an existing category folder that is not demo data.
     """
     root = Path(root)
-    categories = tuple(categories)
+    categories = (categories,) if isinstance(categories, str) else tuple(categories)
     for name, value, least in (("image_size", image_size, 32), ("n_train", n_train, 1),
                                ("n_test_good", n_test_good, 1), ("n_test_defect", n_test_defect, 1)):
         if not isinstance(value, int) or value < least:

@@ -7,12 +7,15 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from uadflows.data.base import DatasetError, Sample
+
+if TYPE_CHECKING:  # torch is imported on use: `uadflows verify` and indexing stay light
+    import torch
 
 # Suffixes (lower case) taken as images when a folder is listed; anything else is ignored.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -110,6 +113,9 @@ def sample_mask(sample: Sample) -> np.ndarray:
 
 
 def _image_tensor(item: Sample | str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
+    import torch
+    import torch.nn.functional as F
+
     path = item.image if isinstance(item, Sample) else Path(item)
     pixels = torch.from_numpy(read_image(path)).permute(2, 0, 1).float().div_(255.0)
     if tuple(pixels.shape[-2:]) != tuple(size):
@@ -128,6 +134,8 @@ def load_batch(samples_or_paths: Iterable[Sample | str | os.PathLike], size: tup
         raise ValueError(f"load_batch: size must be (H, W) with positive values, got {size!r}")
     if not items:
         raise ValueError("load_batch: no images given")
+    import torch
+
     size = (int(size[0]), int(size[1]))
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         tensors = list(pool.map(lambda item: _image_tensor(item, size), items))

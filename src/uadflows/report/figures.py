@@ -59,7 +59,8 @@ def write_figures(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
     for (dataset, resolution, protocol), group in runs.groupby(
         ["dataset", "resolution", "protocol"], sort=True
     ):
-        suffix = () if (resolution, protocol) == ("original", "last-epoch") else (resolution, protocol)
+        setting = (resolution, protocol)
+        suffix = () if setting == ("original", "last-epoch") else setting
         metrics = [m for m in METRICS if group[m].notna().any()]
         if metrics:
             written += _save(_bars_figure(group, metrics), out / slug("bars", dataset, *suffix))

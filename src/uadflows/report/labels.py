@@ -19,7 +19,8 @@ BACKBONE_NAMES = {
     "ms_cait": "MS-CaiT",
     "efficientnet_b5": "EffNet-B5",
 }
-DATASET_NAMES = {"mvtec": "MVTec AD", "mvtec_ad": "MVTec AD", "btad": "BTAD", "visa": "VisA"}
+DATASET_NAMES = {"mvtec": "MVTec AD", "mvtec_ad": "MVTec AD", "btad": "BTAD", "visa": "VisA",
+                 "demo": "Demo"}
 METRIC_NAMES = {
     "image_auroc": "image AUROC",
     "image_ap": "image AP",

@@ -74,10 +74,11 @@ def load_metrics(metrics_csv: str | Path) -> pd.DataFrame:
         raise ReportError(f"{path}: column 'seed' must hold integers ({err})") from err
     bad_status = sorted(set(df["status"]) - STATUSES)
     if bad_status:
-        raise ReportError(f"{path}: unknown status {bad_status}; expected one of {sorted(STATUSES)}")
+        raise ReportError(f"{path}: unknown status {bad_status}; "
+                          f"expected one of {sorted(STATUSES)}")
     for column in METRICS:
         values = df[column]
-        bad = values.notna() & ((values < 0) | (values > 1))
+        bad = values.notna() & ((values < -1e-9) | (values > 1 + 1e-9))  # float round-off
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise ReportError(
@@ -104,7 +105,8 @@ def run_dir(row: pd.Series, metrics_csv: str | Path) -> Path:
         candidates = [Path(given), csv_dir / given, csv_dir.parent / given]
     else:
         candidates = [
-            csv_dir / "runs" / row["dataset"] / row["category"] / row["model"] / f"seed{row['seed']}"
+            csv_dir / "runs" / row["dataset"] / row["category"] / row["model"]
+            / f"seed{row['seed']}"
         ]
     for candidate in candidates:
         if candidate.is_dir():

@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 MODELS = [("fastflow-r18", "fastflow", "resnet18"), ("msflow-wrn50", "msflow", "wide_resnet50_2")]
 
@@ -156,7 +161,8 @@ def _pro_curve(maps, truths, steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
     fprs, pros = [0.0], [0.0]
     for t in np.quantile(normal, np.linspace(1, 0.7, steps)):
         fprs.append(float((normal >= t).mean()))
-        pros.append(float(np.mean([(maps[i][r] >= t).mean() for i, r in regions])) if regions else 0.0)
+        overlaps = [(maps[i][r] >= t).mean() for i, r in regions]
+        pros.append(float(np.mean(overlaps)) if overlaps else 0.0)
     return np.array(fprs), np.array(pros)
 
 

@@ -27,7 +27,7 @@ from uadflows.report.labels import (
     slug,
     tex_escape,
 )
-from uadflows.report.runs import METRICS, ReportError, load_metrics
+from uadflows.report.runs import METRICS, ReportError, load_metrics, read_json, run_dir
 
 DEFAULT_SETTING = ("original", "last-epoch")
 WIDE = 7  # tables with more columns are shrunk to the line width
@@ -35,9 +35,9 @@ RESOLUTION_TEXT = {
     "original": "evaluated at the ground truth's original resolution",
     "model": "evaluated at the model's input resolution",
 }
-PROTOCOL_SHORT = {"last-epoch": "last", "best-epoch": "best", "early-stopping": "early stop",
+PROTOCOL_SHORT = {"last-epoch": "last", "best-epoch": "best", "early-stopping": "early",
                   "not-stated": "n/s"}
-DATASET_ALIASES = {"mvtec_ad": "mvtec", "mvtecad": "mvtec", "mvtec-ad": "mvtec"}
+DATASET_ALIASES = {"mvtec_ad": "mvtec", "mvtecad": "mvtec", "mvtec-ad": "mvtec"}  # no spec.json
 
 
 def write_tables(
@@ -68,7 +68,7 @@ def write_tables(
         ["dataset", "resolution", "protocol"], sort=True
     ):
         context = _Context(dataset, resolution, protocol, float(group["pro_limit"].iloc[0]))
-        files, lines = _write_group(group, context, reference, out)
+        files, lines = _write_group(group, context, reference, out, metrics_csv)
         groups.append(files)
         summary += lines
     failed = runs[runs["status"] == "failed"]
@@ -95,7 +95,7 @@ def write_tables(
 
 
 def _write_group(group: pd.DataFrame, context: "_Context", reference: pd.DataFrame,
-                 out: Path) -> tuple[list[Path], list[str]]:
+                 out: Path, metrics_csv) -> tuple[list[Path], list[str]]:
     """The tables of one (dataset, resolution, protocol) and its summary section."""
     setting = (context.resolution, context.protocol)
     suffix = () if setting == DEFAULT_SETTING else setting
@@ -107,7 +107,7 @@ def _write_group(group: pd.DataFrame, context: "_Context", reference: pd.DataFra
                     _main_latex(grid, metric, context, suffix)) for metric, grid in grids.items()]
     files.append(_write(out / f"{slug('overview', dataset, *suffix)}.tex",
                         _overview_latex(overview, context, suffix)))
-    comparison = _published_rows(group, reference)
+    comparison = _published_rows(group, reference, metrics_csv)
     if not comparison.empty:
         files.append(_write(out / f"{slug('published', dataset, *suffix)}.tex",
                             _published_latex(comparison, context, suffix)))
@@ -275,13 +275,26 @@ def _load_reference(published) -> pd.DataFrame:
     return load_published_csv(published)
 
 
-def _published_rows(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+def _dataset_format(runs: pd.DataFrame, metrics_csv) -> str:
+    """The benchmark a config's dataset is (its ``format`` in spec.json: mvtec, btad, visa):
+    config names are free, so the name is only the fallback."""
+    name = str(runs["dataset"].iloc[0])
+    for _, row in runs.iterrows():
+        try:
+            spec = read_json(run_dir(row, metrics_csv) / "spec.json")
+        except ReportError:
+            continue
+        return str(spec.get("format") or DATASET_ALIASES.get(name, name))
+    return DATASET_ALIASES.get(name, name)
+
+
+def _published_rows(runs: pd.DataFrame, reference: pd.DataFrame, metrics_csv) -> pd.DataFrame:
     """One row per published number that matches a model of these runs: method, backbone,
     dataset, metric, and a category we ran (or the mean)."""
     if reference.empty:
         return pd.DataFrame()
-    dataset = DATASET_ALIASES.get(runs["dataset"].iloc[0], runs["dataset"].iloc[0])
-    ref = reference[reference["dataset"].map(lambda d: DATASET_ALIASES.get(d, d)) == dataset]
+    dataset = _dataset_format(runs, metrics_csv)
+    ref = reference[reference["dataset"] == dataset]
     categories = sorted(runs["category"].unique())
     rows = []
     for model, mine in runs.groupby("model", sort=True):
@@ -300,6 +313,7 @@ def _published_rows(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame
             rows.append({"model": model, "metric": pub["metric"], "category": where,
                          "ours": ours, "published": float(pub["value"]),
                          "protocol": pub.get("protocol", ""), "source": pub["source"],
+                         "size": str(pub.get("image_size", "") or "var."),
                          "first": pub["category"] == "mean"})
     if not rows:
         return pd.DataFrame()
@@ -316,6 +330,7 @@ def _published_latex(rows: pd.DataFrame, ctx: _Context, suffix: tuple) -> str:
         "Published": [f"{v:.1f}" for v in rows["published"]],
         "$\\Delta$": [_delta(c, v) for c, v in zip(rows["ours"], rows["published"])],
         "Epoch": [PROTOCOL_SHORT.get(p, tex_escape(p)) for p in rows["protocol"]],
+        "px": [tex_escape(v) for v in rows["size"]],
         "Ref.": [f"[{sources.index(s) + 1}]" for s in rows["source"]],
     })
     text.index = pd.MultiIndex.from_arrays(
@@ -325,8 +340,9 @@ def _published_latex(rows: pd.DataFrame, ctx: _Context, suffix: tuple) -> str:
     notes = _mark_notes(rows[["ours"]]) + [f"[{i + 1}]~{tex_escape(s)}."
                                            for i, s in enumerate(sources)]
     notes.append("$\\Delta$ = ours $-$ published, in points. Epoch: how the source chose the "
-                 "reported epoch (last; best on the test set; early stopping on the test set; "
-                 "n/s: not stated).")
+                 "reported epoch (last; best: best on the test set; early: early stopping on "
+                 "the test set; n/s: not stated); px: their input size (var.: varies by "
+                 "category).")
     caption = ctx.caption("reproduced vs published numbers in percent")
     return _latex(text, caption=caption, label=f"tab:{slug('published', ctx.dataset, *suffix)}",
                   notes=notes, longtable=True, escape_header=False)
