@@ -109,6 +109,8 @@ def train(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp"):  # half-written by a killed predecessor of this job
+        stale.unlink()
     dev = resolve_device(spec.get("device", "auto"))
     name = run_name(spec)
 
