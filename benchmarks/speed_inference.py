@@ -139,7 +139,7 @@ def measure_anomalib(batches: list[int], reps: dict[int, int], size: int = 256) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="ResNet18 FastFlow at batch 1 and 4, and anomalib")
+    p.add_argument("--quick", action="store_true", help="ResNet18 FastFlow at 64 px, batch 1 and 4, and anomalib")
     p.add_argument("--only", choices=["methods", "anomalib"], help="one half")
     p.add_argument("--anomalib-python", default=DEFAULT_ANOMALIB_PYTHON)
     p.add_argument("--reps", type=int, default=0, help="timed calls per batch size (default: 5 at batch 1, "
@@ -151,7 +151,8 @@ def main() -> None:
     batches = [1, 4] if a.quick else [1, 32]
     big = batches[-1]
     if a.part == "anomalib":
-        emit(measure_anomalib(batches, {1: a.reps or 5, big: a.reps or (1 if a.quick else 3)}))
+        emit(measure_anomalib(batches, {1: a.reps or (2 if a.quick else 5), big: a.reps or (1 if a.quick else 3)},
+                              64 if a.quick else 256))
         return
     if a.part:
         method, backbone, size = a.part.split(":")
@@ -162,7 +163,7 @@ def main() -> None:
                              {1: a.reps or (3 if heavy else 5), batches[-1]: a.reps or (1 if heavy or a.quick else 2)}))
         return
     out: dict = {}
-    setups = [("fastflow", "resnet18", 256)] if a.quick else SETUPS
+    setups = [("fastflow", "resnet18", 64)] if a.quick else SETUPS
     extra = ["--quick"] if a.quick else []
     extra += ["--reps", str(a.reps)] if a.reps else []
     extra += ["--heavy-batch", str(a.heavy_batch)]

@@ -13,7 +13,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MPDD = ROOT.parent / "shared" / "data" / "mpdd_metal_plate"
 
 # Tests run offline: a hub download must fail at once, not after a timeout.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
