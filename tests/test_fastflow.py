@@ -217,8 +217,9 @@ def test_train_setup_and_a_few_steps_lower_the_loss():
 def test_lean_block_equals_freia_block_for_the_same_weights(conv3x3_only):
     torch.manual_seed(0)
     np.random.seed(0)
-    config = FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only)
+    config = FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only, lean_permutation=False)
     ref = build_flow((9, 6, 5), config)  # odd channel count: unequal coupling halves
+    assert not any(isinstance(b, LeanAllInOneBlock) for b in ref.module_list)
     lean = build_flow((9, 6, 5), FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only, lean_permutation=True))
     assert all(isinstance(b, LeanAllInOneBlock) for b in lean.module_list)
     with torch.no_grad():
