@@ -29,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from speed_common import TUNED_MALLOC, VARIANTS, emit, fastflow_models, interleaved, machine, run_part, table  # noqa: E402
+from speed_common import TUNED_MALLOC, emit, fastflow_models, interleaved, machine, run_part, table  # noqa: E402
 
 # (method, backbone, image size). The heavy ones (CaiT-M48: ~20 s per image on the shared
 # 2-core machine) are timed at batch 1 and ``--heavy-batch`` (8), one call at the larger.

@@ -35,12 +35,15 @@ from speed_common import TUNED_MALLOC, emit, machine, make_category, peak_rss_mb
 METHODS = ("fastflow", "msflow", "uflow")
 
 
+PARAMS: dict[str, dict] = {}  # per-method recipe overrides (--params)
+
+
 def job_spec(method: str, backbone: str, size: int, epochs: int, batch_size: int) -> dict:
     """A job spec as uadflows.config.Plan.spec writes it."""
     return {
         "sweep": "speed", "dataset": "noise", "format": "mvtec", "category": "bottle", "model": method,
         "method": method, "backbone": backbone, "seed": 0, "image_size": [size, size], "pretrained": False,
-        "weights_file": None, "extractor": "shared", "params": {},
+        "weights_file": None, "extractor": "shared", "params": dict(PARAMS.get(method, {})),
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": None, "checkpoint_every": 10},
         "evaluation": {"resolution": "original", "pro_limit": 0.3}, "device": "cpu", "protocol": "last-epoch",
     }
@@ -139,12 +142,19 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--train", type=int, default=16, help="training images")
     p.add_argument("--test", type=int, default=8, help="test images (half defective)")
+    p.add_argument("--params", type=json.loads, default={},
+                   help='per-method overrides, JSON, e.g. \'{"msflow": {"blocks_per_scale": [5, 8]}}\' '
+                        "(MSFlow's recipe has 3 scales; ms_cait gives 2)")
     p.add_argument("--json", type=Path)
     p.add_argument("--part", choices=["shared", "own"], help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.quick:
         a.backbone, a.size, a.epochs, a.batch_size, a.train, a.test = "resnet18", 64, 1, 4, 4, 2
+    bad = sorted(set(a.params) - set(METHODS))
+    if bad or not all(isinstance(v, dict) for v in a.params.values()):
+        raise SystemExit(f"--params: a JSON object of method -> parameters, methods {', '.join(METHODS)}; got {a.params}")
+    PARAMS.update(a.params)
     if a.part:
         index = a.work / "index" / "bottle.csv"
         run = shared_cache if a.part == "shared" else own_backbone
@@ -153,7 +163,7 @@ def main() -> None:
         emit({**result, "peak_rss_mb": peak_rss_mb(), "machine": machine()})
         return
     args = ["--backbone", a.backbone, "--size", str(a.size), "--epochs", str(a.epochs),
-            "--batch-size", str(a.batch_size)]
+            "--batch-size", str(a.batch_size), "--params", json.dumps(a.params)]
     with tempfile.TemporaryDirectory(prefix="speed_sweep_") as tmp:
         make_category(Path(tmp), a.size, a.train, a.test)
         results = {}
@@ -167,7 +177,7 @@ def main() -> None:
              "total s": shared["total_s"] + 2 * extract_s, "ratio": own["total_s"] / (shared["total_s"] + 2 * extract_s)},
             {"path": "each method its own backbone in the loop", "total s": own["total_s"], "ratio": 1.0}]
     print(f"sweep: {', '.join(METHODS)} on {a.backbone} @{a.size} px, {a.train} train + {a.test} test images, "
-          f"{a.epochs} epochs, batch {a.batch_size}")
+          f"{a.epochs} epochs, batch {a.batch_size}, params {json.dumps(a.params)}")
     print(table(rows, list(rows[0])) + "\n")
     steps = sorted(set(shared["parts_s"]) | set(own["parts_s"]), key=lambda k: (k != "extract", k))
     print(table([{"step": k, "shared s": shared["parts_s"].get(k), "own s": own["parts_s"].get(k)} for k in steps],
