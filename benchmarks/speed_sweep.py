@@ -86,7 +86,7 @@ def own_backbone(work: Path, index: Path, backbone: str, size: int, epochs: int,
 
     from uadflows.backbones import create_extractor
     from uadflows.data import load_batch, read_index
-    from uadflows.train import build_model
+    from uadflows.train import build_model, optimizer_step
 
     samples = read_index(index)
     train_set = [s for s in samples if s.split == "train"]
@@ -108,14 +108,7 @@ def own_backbone(work: Path, index: Path, backbone: str, size: int, epochs: int,
             order = np.random.default_rng([spec["seed"], epoch]).permutation(len(train_set))
             for start in range(0, len(order), batch_size):
                 images = load_batch([train_set[i] for i in sorted(order[start:start + batch_size])], (size, size))
-                loss = model.loss(model(model.extract(images)))
-                setup.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if setup.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), setup.grad_clip)
-                setup.optimizer.step()
-                if setup.scheduler is not None and setup.scheduler_interval == "step":
-                    setup.scheduler.step()
+                optimizer_step(model, setup, model.loss(model(model.extract(images))))
             if setup.scheduler is not None and setup.scheduler_interval == "epoch":
                 setup.scheduler.step()
         parts[f"{method} train"] = time.perf_counter() - t0

@@ -94,6 +94,18 @@ def _load_state(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
     return state
 
 
+def optimizer_step(model, setup, loss: torch.Tensor) -> None:
+    """One step of the method's recipe: backward, optional clipping, optimiser, and the
+    scheduler where it steps per batch."""
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if setup.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), setup.grad_clip)
+    setup.optimizer.step()
+    if setup.scheduler is not None and setup.scheduler_interval == "step":
+        setup.scheduler.step()
+
+
 def train(
     spec: dict[str, Any],
     features_dir: str | Path,
@@ -151,13 +163,7 @@ def train(
             if not torch.isfinite(loss):
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break
-            setup.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if setup.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), setup.grad_clip)
-            setup.optimizer.step()
-            if setup.scheduler is not None and setup.scheduler_interval == "step":
-                setup.scheduler.step()
+            optimizer_step(model, setup, loss)
             total += loss.item() * len(idx)
             count += len(idx)
         if error:
