@@ -70,7 +70,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="64 px, batch 8, 1 round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--steps", type=int, default=3, help="timed calls per process and task")
-    p.add_argument("--variant", default="lean", help="flow implementation (freia, lean, candidate)")
+    p.add_argument("--variant", default="lean", help="flow implementation (freia, index-perm, lean)")
     p.add_argument("--json", type=Path)
     p.add_argument("--part", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, default=256)

@@ -34,8 +34,9 @@ ALLOCATORS: dict[str, dict[str, str]] = {
 MVTEC_MEAN_TRAIN = 3629 / 15
 MVTEC_IMAGES = 3629 + 1725
 # Flow implementations compared: FrEIA's AllInOneBlock (the reference, dense 1x1-conv
-# permutation), the project's LeanAllInOneBlock, and the candidate in candidate_block.py.
-VARIANTS = ("freia", "lean", "candidate")
+# permutation); "index-perm", the project's block with FrEIA's forward coupling (only the
+# permutation is ours: what that part alone buys); "lean", the project's LeanAllInOneBlock.
+VARIANTS = ("freia", "index-perm", "lean")
 
 
 def machine() -> dict[str, Any]:
@@ -93,20 +94,22 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, device: Any = "cpu
 
 @contextlib.contextmanager
 def flow_variant(variant: str) -> Iterator[dict[str, Any]]:
-    """FastFlow keyword parameters for a flow implementation; for "candidate" the project's
-    LeanAllInOneBlock is swapped for benchmarks/candidate_block.py's while models are built."""
+    """FastFlow keyword parameters for a flow implementation; for "index-perm" the project's
+    LeanAllInOneBlock is swapped for ``IndexPermutationBlock`` while models are built."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown flow variant {variant!r}; choose from {', '.join(VARIANTS)}")
     import uadflows.methods.fastflow as fastflow
 
-    if variant != "candidate":
+    if variant != "index-perm":
         yield {"lean_permutation": variant == "lean"}
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from candidate_block import CandidateAllInOneBlock
+    import FrEIA.modules as Fm
+
+    class IndexPermutationBlock(fastflow.LeanAllInOneBlock):
+        forward = Fm.AllInOneBlock.forward  # FrEIA's coupling; its _permute is the gather
 
     original = fastflow.LeanAllInOneBlock
-    fastflow.LeanAllInOneBlock = CandidateAllInOneBlock
+    fastflow.LeanAllInOneBlock = IndexPermutationBlock
     try:
         yield {"lean_permutation": True}
     finally:

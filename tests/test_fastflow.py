@@ -248,3 +248,54 @@ def test_lean_flag_through_the_registry_and_bad_permutation():
     with pytest.raises(ValueError, match="not a hard permutation"):
         block = model.flows[0].module_list[0]
         block.load_state_dict({**block.state_dict(), "w_perm": torch.full_like(block.w_perm, 0.5)})
+
+
+@pytest.mark.parametrize("conv3x3_only", [True, False])
+def test_lean_block_gradients_and_latents_only_equal_freia(conv3x3_only):
+    """Training goes through the lean forward with autograd: the gradients of FastFlow's loss
+    must be FrEIA's (float64: the same arithmetic to 1e-10; float32: to rounding); scoring
+    asks for latents only (jac=False, no grad: the in-place path)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    ref = build_flow((9, 6, 5), FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only, lean_permutation=False))
+    lean = build_flow((9, 6, 5), FastFlowConfig(flow_steps=4, conv3x3_only=conv3x3_only, lean_permutation=True))
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.requires_grad:
+                p.add_(0.2 * torch.randn_like(p))
+    lean.load_state_dict(ref.state_dict())
+    x32 = torch.randn(3, 9, 6, 5)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        ref, lean, x = ref.to(dtype), lean.to(dtype), x32.to(dtype).requires_grad_()
+        grads = []
+        for flow in (ref, lean):
+            flow.zero_grad()
+            x.grad = None
+            z, log_jac = flow(x)
+            (0.5 * z.pow(2).sum() - log_jac.sum()).backward()
+            grads.append([x.grad.clone()] + [p.grad.clone() for p in flow.parameters() if p.requires_grad])
+        for g_lean, g_ref in zip(*reversed(grads)):
+            torch.testing.assert_close(g_lean, g_ref, atol=tol * g_ref.abs().max().item(), rtol=tol)
+    with torch.inference_mode():
+        z_only, zeros = lean(x32, jac=False)
+        z_ref, j_ref = ref(x32)
+        z_lean, j_lean = lean(x32)
+    torch.testing.assert_close(z_only, z_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(z_lean, z_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(j_lean, j_ref, atol=1e-5, rtol=1e-5)
+    assert not zeros.any()
+
+
+def test_lean_block_refuses_what_it_does_not_implement():
+    def mlp(c_in, c_out):
+        return torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, 1))
+
+    with pytest.raises(ValueError, match="Conv2d-ReLU-Conv2d"):
+        LeanAllInOneBlock([(4, 3, 3)], subnet_constructor=mlp, permute_soft=False)
+    with pytest.raises(ValueError, match="reverse_permutation"):
+        LeanAllInOneBlock([(4, 3, 3)], subnet_constructor=_lean_subnet, permute_soft=False, reverse_permutation=True)
+    assert FastFlowConfig().lean_permutation  # the lean block is the default
+
+
+def _lean_subnet(c_in, c_out):
+    return torch.nn.Sequential(torch.nn.Conv2d(c_in, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, c_out, 1))

@@ -97,7 +97,7 @@ class FlowMethod(nn.Module):
         raise NotImplementedError
 
     # ---- convenience for users ------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.forward(self.extract(images), with_log_jac=False)
         return self.anomaly_maps(out, tuple(images.shape[-2:]))

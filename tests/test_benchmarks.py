@@ -1,0 +1,62 @@
+"""The benchmarks are run by hand, not timed here; these tests keep them runnable (their
+--quick modes end to end) and check that the flow variants they compare are what they say."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import FrEIA.modules as Fm
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def speed_common():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import speed_common
+
+        yield speed_common
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_flow_variants_hold_the_same_weights_and_agree(speed_common):
+    from uadflows.methods.fastflow import LeanAllInOneBlock
+
+    models = speed_common.fastflow_models("resnet18", 64)
+    assert list(models) == list(speed_common.VARIANTS) == ["freia", "index-perm", "lean"]
+    blocks = {v: m.flows[0].module_list[0] for v, m in models.items()}
+    assert not isinstance(blocks["freia"], LeanAllInOneBlock)
+    assert isinstance(blocks["index-perm"], LeanAllInOneBlock)
+    assert type(blocks["index-perm"]).forward is Fm.AllInOneBlock.forward  # only the permutation is ours
+    assert type(blocks["lean"]) is LeanAllInOneBlock
+    torch.manual_seed(0)
+    features = [torch.randn(2, *chw) for chw in models["freia"].chw]
+    with torch.no_grad():
+        outs = {v: m(features) for v, m in models.items()}
+    for v in ("index-perm", "lean"):
+        for z, z_ref, j, j_ref in zip(outs[v].z, outs["freia"].z, outs[v].log_jac, outs["freia"].log_jac):
+            torch.testing.assert_close(z, z_ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(j, j_ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown flow variant 'candidate'"):
+        speed_common.fastflow_models("resnet18", 64, ("candidate",))
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("speed_epoch.py", [], "FrEIA in loop / lean cached"),
+    ("speed_inference.py", ["--only", "methods"], "lean flow+maps s"),
+    ("memory.py", [], "train RSS MB"),
+])
+def test_quick_run_prints_its_tables(script, args, expected, tmp_path):
+    json_out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *args, "--json", str(json_out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert expected in proc.stdout and "\nmachine: {" in proc.stdout, proc.stdout
+    assert json_out.stat().st_size > 0
