@@ -12,7 +12,14 @@ from torch import nn
 
 from uadflows.backbones.base import Extractor, ExtractorSpec
 from uadflows.methods import create
-from uadflows.methods.fastflow import FastFlow, FastFlowConfig, LeanAllInOneBlock, build_flow, parameter_counts
+from uadflows.methods.fastflow import (
+    FastFlow,
+    FastFlowConfig,
+    LeanAllInOneBlock,
+    _subnet,
+    build_flow,
+    parameter_counts,
+)
 
 
 class TinyExtractor(Extractor):
@@ -293,9 +300,6 @@ def test_lean_block_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="Conv2d-ReLU-Conv2d"):
         LeanAllInOneBlock([(4, 3, 3)], subnet_constructor=mlp, permute_soft=False)
     with pytest.raises(ValueError, match="reverse_permutation"):
-        LeanAllInOneBlock([(4, 3, 3)], subnet_constructor=_lean_subnet, permute_soft=False, reverse_permutation=True)
+        LeanAllInOneBlock([(4, 3, 3)], subnet_constructor=_subnet(1, FastFlowConfig()), permute_soft=False,
+                          reverse_permutation=True)
     assert FastFlowConfig().lean_permutation  # the lean block is the default
-
-
-def _lean_subnet(c_in, c_out):
-    return torch.nn.Sequential(torch.nn.Conv2d(c_in, 4, 1), torch.nn.ReLU(), torch.nn.Conv2d(4, c_out, 1))
