@@ -202,14 +202,3 @@ def load_split(folder: str | Path, split: str, *, index_csv: str | Path | None =
     if split not in meta["splits"]:
         raise CacheError(f"{folder}: no split {split!r}")
     return FeatureSplit(Path(folder) / split, meta["splits"][split]["n"], len(meta["spec"]["channels"]))
-
-
-def ensure_cache(
-    folder: str | Path, index_csv: str | Path, extractor_args: dict[str, Any], *, device: str = "auto"
-) -> dict[str, Any]:
-    """Open the cache; if it is corrupted or stale, rebuild it (same inputs, same features)."""
-    try:
-        return open_cache(folder, index_csv=index_csv)
-    except CacheError as e:
-        print(f"warning: {e}; rebuilding the feature cache", flush=True)
-        return extract(index_csv, folder, extractor_args, device=device)
