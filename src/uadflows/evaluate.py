@@ -44,6 +44,8 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     # the job's real times (MLflow shows them): training's start to scoring's end
     result["times"] = {"started": summary.get("started"),
                        "ended": float(d["ended"]) if "ended" in d else summary.get("ended")}
+    result["provenance"] = {k: v for k, v in summary.items() if k.endswith("_version")
+                            or k in ("git_commit", "index_digest")}
     if str(d["status"]) != "ok":
         result.update(status="failed", error=summary.get("error") or str(d.get("error", "")))
         write_json(out_json, result)

@@ -94,9 +94,7 @@ class JobSpec(_Frozen):
 
     def flat(self) -> dict[str, str]:
         """Every resolved parameter as ``dotted.key -> text`` (MLflow params, tables)."""
-        out = {"weights": self.weights}
-        _flatten(self.to_dict(), "", out)
-        return out
+        return {"weights": self.weights, **flatten(self.to_dict())}
 
     @classmethod
     def parse(cls, obj: Any, where: str) -> "JobSpec":
@@ -116,12 +114,13 @@ class JobSpec(_Frozen):
         write_json(path, self.to_dict())
 
 
-def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, str]) -> None:
+def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 0.001}} -> {"train.lr": "0.001"}``; lists become JSON text."""
+    out: dict[str, str] = {}
     for key, value in obj.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            _flatten(value, f"{name}.", out)
-        elif isinstance(value, (list, tuple)):
-            out[name] = "x".join(map(str, value)) if key == "image_size" else json.dumps(value)
+            out.update(flatten(value, f"{name}."))
         else:
-            out[name] = str(value)
+            out[name] = value if isinstance(value, str) else json.dumps(value)
+    return out

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from uadflows.features import load_split, resolve_device
+from uadflows.features import index_digest, load_split, open_cache, resolve_device
+from uadflows.provenance import provenance
 from uadflows.io import atomic_path, write_json
 from uadflows.spec import JobSpec
 
@@ -207,6 +208,8 @@ def train(
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "started": started,
         "ended": time.time(),
+        "index_digest": index_digest(index_csv) if index_csv else open_cache(features_dir)["index_digest"],
+        **provenance(),
     }
     _save({"spec": spec.to_json(), "status": summary["status"], "error": error,
            "model": None if error else trainable_state(model)}, out_dir / "model.pt")

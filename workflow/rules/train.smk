@@ -7,8 +7,12 @@ rule spec:
     params:
         # a changed config changes the digest: Snakemake reruns the spec and what follows
         digest=lambda w: job_spec(w).digest(),
+    log:
+        f"{LOGS}/spec/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.log",
     run:
         job_spec(wildcards).save(output[0])
+        with open(log[0], "w") as f:
+            f.write(f"{output[0]}: spec {params.digest}\n")
 
 
 rule train:
