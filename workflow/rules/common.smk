@@ -65,6 +65,13 @@ def job_spec(wildcards):
     return PLAN.specs[Run(wildcards.dataset, wildcards.category, wildcards.model, int(wildcards.seed))]
 
 
+def write_spec(wildcards, path, log):
+    spec = job_spec(wildcards)
+    spec.save(path)
+    with open(log, "w") as f:
+        f.write(f"{path}: job spec {spec.digest()}\n")
+
+
 def features_dir(wildcards):
     return f"{R}/features/{wildcards.dataset}/{wildcards.category}/{job_spec(wildcards).extractor}"
 

@@ -10,9 +10,7 @@ rule spec:
     log:
         f"{LOGS}/spec/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.log",
     run:
-        job_spec(wildcards).save(output[0])
-        with open(log[0], "w") as f:
-            f.write(f"{output[0]}: spec {params.digest}\n")
+        write_spec(wildcards, output[0], log[0])
 
 
 rule train:
