@@ -127,6 +127,24 @@ def test_to_mask_resolution_is_bilinear_half_pixel():
     assert [s.shape for s in sizes] == [(3, 5), (6, 2)]
 
 
+@pytest.mark.parametrize("h, w, H, W", [(16, 16, 64, 64), (4, 4, 7, 9), (3, 5, 6, 2), (17, 23, 200, 301), (64, 64, 32, 48)])
+def test_numpy_resizing_follows_torch_interpolate(h, w, H, W):
+    """Evaluation resizes without torch (start-up): same rules as F.interpolate."""
+    import torch
+    import torch.nn.functional as F
+
+    from uadflows.metrics.resize import resize_mask, upsample_map
+
+    rng = np.random.default_rng(h * W)
+    m = rng.random((h, w)).astype(np.float32)
+    ref = F.interpolate(torch.from_numpy(m)[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_allclose(upsample_map(m, (H, W)), ref.numpy(), atol=1e-5, rtol=0)
+    mask = rng.random((H, W)) > 0.7
+    for size in ((h, w), (H + 13, 3 * W)):
+        ref = F.interpolate(torch.from_numpy(mask.astype(np.uint8))[None, None], size=size, mode="nearest-exact")
+        np.testing.assert_array_equal(resize_mask(mask, size), ref[0, 0].numpy().astype(bool))
+
+
 def test_to_map_resolution_is_nearest_and_binarises():
     mask = np.zeros((4, 4), np.uint8)
     mask[:2, :2] = 255

@@ -12,7 +12,7 @@ settings resolved from the method's recipe.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -161,6 +161,8 @@ class Plan:
     config: Config
     datasets: dict[str, Dataset]
     recipes: dict[str, dict[str, Any]]  # method -> its trainer defaults
+    # (backbone, size, pretrained, weights_file) -> (extractor key, ExtractorSpec)
+    _extractor_memo: dict[tuple, tuple[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def sweep(self) -> str:
@@ -206,6 +208,21 @@ class Plan:
         return {r: self._build_spec(r) for r in self.runs}
 
     @cached_property
+    def extractor_specs(self) -> dict[str, Any]:
+        """Every extractor key's ``ExtractorSpec`` (resources read shapes from it), built once."""
+        return {key: spec for key, spec in self._extractor_memo.values()}
+
+    def _extractor(self, backbone: str, size: int, pretrained: bool, weights_file: str | None) -> str:
+        """The extractor key of a set-up, computed once per distinct set-up (not per run)."""
+        memo_key = (backbone, size, pretrained, weights_file)
+        if memo_key not in self._extractor_memo:
+            from uadflows.backbones import extractor_spec
+
+            spec = extractor_spec(backbone, image_size=size, pretrained=pretrained, weights_file=weights_file)
+            self._extractor_memo[memo_key] = (spec.key(), spec)
+        return self._extractor_memo[memo_key][0]
+
+    @cached_property
     def extractors(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         """``create_extractor`` arguments of every distinct (dataset, category, extractor key)."""
         out = {}
@@ -220,8 +237,6 @@ class Plan:
         return self.specs[run]
 
     def _build_spec(self, run: Run) -> JobSpec:
-        from uadflows.backbones import extractor_spec
-
         m = self.config.models[run.model]
         over = m.per_category.get(run.category, Overrides())
         where = f"models.{run.model}"
@@ -236,8 +251,7 @@ class Plan:
         train = {k: top[k] if top[k] is not None else self.recipes[m.method][k] for k in TRAINER_KEYS}
         size = over.image_size or m.image_size
         d = self.datasets[run.dataset]
-        key = extractor_spec(m.backbone, image_size=size, pretrained=m.pretrained,
-                             weights_file=m.weights_file).key()
+        key = self._extractor(m.backbone, size, m.pretrained, m.weights_file)
         try:
             return JobSpec(
                 sweep=self.sweep, dataset=d.name, format=d.format, category=run.category,

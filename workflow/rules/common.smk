@@ -77,17 +77,9 @@ def features_dir(wildcards):
 
 
 def job_extractor_spec(wildcards):
-    """The extractor of a job: extract jobs name it, run jobs name a model."""
-    from uadflows.backbones import extractor_spec
-
-    if hasattr(wildcards, "model"):
-        s = job_spec(wildcards)
-        e = {"name": s.backbone, "image_size": s.image_size[0], "pretrained": s.pretrained,
-             "weights_file": s.weights_file}
-    else:
-        e = extractor_args(wildcards)
-    return extractor_spec(e["name"], image_size=e["image_size"], pretrained=e["pretrained"],
-                          weights_file=e["weights_file"])
+    """The extractor of a job (extract jobs name it, run jobs name a model): a lookup."""
+    key = job_spec(wildcards).extractor if hasattr(wildcards, "model") else wildcards.extractor
+    return PLAN.extractor_specs[key]
 
 
 def gpu_mem_mb(wildcards, attempt):

@@ -16,9 +16,23 @@ from __future__ import annotations
 
 import os
 
+from typing import TYPE_CHECKING
+
 from uadflows.backbones import weights
-from uadflows.backbones.base import Extractor, ExtractorSpec, SpecOnlyExtractor
 from uadflows.backbones.setups import MULTI_SETUPS, VIT_SETUPS, available, cnn_setup, extractor_spec, kind_of, split_name
+from uadflows.backbones.spec import ExtractorSpec
+
+if TYPE_CHECKING:
+    from uadflows.backbones.base import Extractor
+
+
+def __getattr__(name: str):
+    # The nn.Module classes import torch: only on use, so specs and plans stay torch-free.
+    if name in ("Extractor", "SpecOnlyExtractor"):
+        from uadflows.backbones import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def create_extractor(
@@ -53,4 +67,4 @@ def create_extractor(
     return build_cnn(spec, source, cnn_setup(name).out_indices)
 
 
-__all__ = ["Extractor", "ExtractorSpec", "available", "create_extractor", "extractor_spec", "weights"]
+__all__ = ["Extractor", "ExtractorSpec", "SpecOnlyExtractor", "available", "create_extractor", "extractor_spec", "weights"]

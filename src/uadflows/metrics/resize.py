@@ -1,11 +1,14 @@
 """Bringing maps and masks to one resolution before scoring.
 
-- Default protocol ("original"): each anomaly map is upsampled bilinearly
-  (``torch.nn.functional.interpolate``, ``align_corners=False``, as the methods upsample
-  their maps) to its ground-truth mask's size; masks stay as read from disk.
+- Default protocol ("original"): each anomaly map is upsampled bilinearly with half-pixel
+  centres (the rule of torch's ``interpolate(mode="bilinear", align_corners=False)``, as the
+  methods upsample their maps) to its ground-truth mask's size; masks stay as read from disk.
 - Option ("model"): each mask is resized to its map's size with nearest-neighbour at pixel
-  centres (``mode="nearest-exact"``, the same rule as PIL's NEAREST). Torch's legacy
+  centres (torch's ``mode="nearest-exact"``, the same rule as PIL's NEAREST). Torch's legacy
   "nearest" shifts the sampling grid by half a pixel, which would move defects.
+
+Both in numpy/scipy (tests check them against torch): evaluation never imports torch, which
+would cost every evaluate job seconds of start-up.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from uadflows.metrics.inputs import (
     MetricsError,
@@ -24,25 +28,29 @@ from uadflows.metrics.inputs import (
 
 
 def upsample_map(score_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of one (h, w) float map to ``size`` = (H, W), same float dtype."""
+    """Bilinear resize of one (h, w) float map to ``size`` = (H, W), same float dtype.
+    ``grid_mode=True`` samples at half-pixel centres and ``mode="nearest"`` clamps at the
+    border: torch's ``align_corners=False`` rule, without antialiasing."""
     if tuple(score_map.shape) == tuple(size):
         return score_map
-    import torch  # only here: the rest of the metrics never needs torch
-    import torch.nn.functional as F
+    zoom = (size[0] / score_map.shape[0], size[1] / score_map.shape[1])
+    out = ndimage.zoom(score_map, zoom, order=1, mode="nearest", grid_mode=True, prefilter=False)
+    return out.astype(score_map.dtype, copy=False)
 
-    t = torch.from_numpy(np.ascontiguousarray(score_map))[None, None]
-    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    # torch's nearest-exact: floor((i + 0.5) * in / out), the scale in float32 as torch computes it
+    scale = np.float32(n_in) / np.float32(n_out)
+    idx = np.floor((np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.int64)
+    return np.minimum(idx, n_in - 1)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize (pixel centres) of one bool mask to ``size`` = (H, W)."""
     if tuple(mask.shape) == tuple(size):
         return mask
-    import torch
-    import torch.nn.functional as F
-
-    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None]
-    return F.interpolate(t, size=tuple(size), mode="nearest-exact")[0, 0].numpy().astype(bool)
+    rows, cols = _nearest_index(mask.shape[0], size[0]), _nearest_index(mask.shape[1], size[1])
+    return np.asarray(mask, dtype=bool)[np.ix_(rows, cols)]
 
 
 def check_shapes(shapes: Any, n: int) -> list[tuple[int, int] | None]:

@@ -49,7 +49,7 @@ def method_name(method: str) -> str:
     from uadflows import methods
 
     if method in methods.available():
-        return methods.get(method).label or method
+        return methods.label(method) or method
     return METHOD_NAMES.get(method, method)
 
 

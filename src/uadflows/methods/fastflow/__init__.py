@@ -2,18 +2,20 @@
 
 Files: ``config.py`` (FastFlowConfig, the per-backbone recipe), ``model.py`` (FastFlow,
 its flows and subnets), ``lean.py`` (LeanAllInOneBlock), ``anomaly_map.py`` (map and
-score). See docs/methods/fastflow.md.
+score). See docs/methods/fastflow.md. Exports are imported on first use (torch-free import).
 """
 
 from __future__ import annotations
 
-from uadflows.methods.fastflow.anomaly_map import fastflow_anomaly_maps
-from uadflows.methods.fastflow.config import FastFlowConfig
-from uadflows.methods.fastflow.lean import LeanAllInOneBlock
-from uadflows.methods.fastflow.model import FastFlow, _subnet, build_flow, parameter_counts
+from uadflows.methods import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FastFlow": "model", "_subnet": "model", "build_flow": "model", "parameter_counts": "model",
+    "FastFlowConfig": "config", "LeanAllInOneBlock": "lean", "fastflow_anomaly_maps": "anomaly_map",
+})
 
 
-def create_fastflow(backbone="resnet18", **kwargs) -> FastFlow:
+def create_fastflow(backbone="resnet18", **kwargs):
     """``methods.create("fastflow", ...)``, kept for callers that import the factory."""
     from uadflows.methods import create
 

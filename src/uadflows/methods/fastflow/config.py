@@ -90,3 +90,8 @@ def _recipe(backbone: str, variant: str) -> dict[str, Any]:
     # EfficientNet-Lite0 (24/40/112 channels, even smaller) follows ResNet18.
     small = arch in ("resnet18", "tf_efficientnet_lite0")
     return dict(flow_steps=8, hidden_ratio=1.0, conv3x3_only=small, layernorm=True)
+
+
+# What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.
+LABEL = "FastFlow"
+RECIPE = FastFlowConfig

@@ -18,7 +18,7 @@ from uadflows.backbones.base import Extractor, ExtractorSpec
 from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 from uadflows.methods.fastflow.anomaly_map import fastflow_anomaly_maps
-from uadflows.methods.fastflow.config import FastFlowConfig
+from uadflows.methods.fastflow.config import LABEL, FastFlowConfig
 from uadflows.methods.fastflow.lean import LeanAllInOneBlock
 
 
@@ -51,7 +51,7 @@ def build_flow(chw: tuple[int, int, int], config: FastFlowConfig) -> Ff.Sequence
 
 @register("fastflow")
 class FastFlow(FlowMethod):
-    label = "FastFlow"
+    label = LABEL
     config_class = FastFlowConfig
 
     def __init__(self, backbone: Extractor, config: FastFlowConfig):

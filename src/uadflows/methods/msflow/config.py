@@ -81,3 +81,8 @@ class MSFlowConfig:
                 f"msflow: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         return cls(**kwargs)
+
+
+# What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.
+LABEL = "MSFlow"
+RECIPE = MSFlowConfig

@@ -10,7 +10,7 @@ from torch import nn
 from uadflows.backbones.base import Extractor
 from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
-from uadflows.methods.msflow.config import MSFlowConfig
+from uadflows.methods.msflow.config import LABEL, MSFlowConfig
 from uadflows.methods.msflow.fusion import FusionFlow
 from uadflows.methods.msflow.parallel import build_parallel_flow, positional_encoding_2d
 from uadflows.methods.msflow.anomaly_map import msflow_anomaly_maps
@@ -29,7 +29,7 @@ class MSFlow(FlowMethod):
     is a fixed pre-processing step, outside the density.
     """
 
-    label = "MSFlow"
+    label = LABEL
     config_class = MSFlowConfig
     default_backbone = "wide_resnet50_2"
     default_image_size = 512  # the recipe's (MSFlowConfig.image_size)

@@ -80,3 +80,8 @@ class UFlowConfig:
         if unknown:
             raise KeyError(f"uflow config: unknown parameter(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(values))
+
+
+# What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.
+LABEL = "U-Flow"
+RECIPE = UFlowConfig

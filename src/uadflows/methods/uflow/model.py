@@ -27,7 +27,7 @@ from torch import nn
 from uadflows.backbones.base import Extractor
 from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
-from uadflows.methods.uflow.config import UFlowConfig, image_size_pair
+from uadflows.methods.uflow.config import LABEL, UFlowConfig, image_size_pair
 from uadflows.methods.uflow.nfa import log_nfa_map
 
 
@@ -144,7 +144,7 @@ class UShapedFlow(nn.Module):
 class UFlow(FlowMethod):
     """U-Flow on a frozen extractor; ``self.config`` holds the recipe (a ``UFlowConfig``)."""
 
-    label = "U-Flow"
+    label = LABEL
     config_class = UFlowConfig
     default_backbone = "ms_cait"
     default_image_size = 448  # the recipe's (UFlowConfig.image_size)
