@@ -94,6 +94,20 @@ def test_cnn_spec_shapes_match_a_meta_device_forward(name, size):
     assert spec.shapes == tuple(tuple(f.shape[2:]) for f in feats)
 
 
+def test_setup_table_agrees_with_timm():
+    """Planning reads norms, weights tags and widths from the table, never from timm: each
+    entry must be what timm says (a timm upgrade that changes one fails here)."""
+    from uadflows.backbones.setups import CNN_SETUPS, VIT_SETUPS
+
+    for name, setup in {**CNN_SETUPS, **VIT_SETUPS}.items():
+        cfg = timm.models.get_pretrained_cfg(name)
+        assert (setup.weights_tag, tuple(setup.mean), tuple(setup.std)) == (cfg.tag, tuple(cfg.mean), tuple(cfg.std)), name
+    for name, setup in VIT_SETUPS.items():
+        with torch.device("meta"):
+            model = timm.create_model(name)
+        assert (model.embed_dim, model.patch_embed.patch_size[0]) == (setup.dim, setup.patch), name
+
+
 def test_spec_is_cheap_and_the_key_tracks_what_changes_features():
     t0 = time.perf_counter()
     specs = [extractor_spec(n, pretrained=False) for n in ("cait_m48_448", "ms_cait", "wide_resnet50_2")]
