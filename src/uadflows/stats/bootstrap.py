@@ -91,14 +91,17 @@ def _pixel(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {k: [] for k in PIXEL}
     normal = records.normal.astype(np.float64)
     anomalous = records.anomalous.astype(np.float64)
-    pro_normal = records.pro_normal.astype(np.float64)
+    same_map = records.pro_normal.shape == records.normal.shape and \
+        np.array_equal(records.pro_edges, records.edges)  # AU-PRO on the same map: reuse
+    pro_normal = normal if same_map else records.pro_normal.astype(np.float64)
     pro_mass = records.pro_mass
     regions = records.regions.astype(np.float64)
     block = max(1, _CELLS // max(normal.shape[1], pro_normal.shape[1]))
     for start in range(0, counts.shape[0], block):
         c = counts[start:start + block]
-        values = curves.binary_metrics(c @ normal, c @ anomalous)
+        negatives = c @ normal
+        values = curves.binary_metrics(negatives, c @ anomalous)
         for k, v in values.items():
             out[f"pixel_{k}"].append(v)
-        out["au_pro"].append(curves.au_pro(c @ pro_normal, c @ pro_mass, c @ regions, records.pro_limit))
+        out["au_pro"].append(curves.au_pro(negatives if same_map else c @ pro_normal, c @ pro_mass, c @ regions, records.pro_limit))
     return {k: np.concatenate(v) for k, v in out.items()}
