@@ -50,7 +50,8 @@ def bin_edges(maps: list[np.ndarray], masks: list[np.ndarray], bins: int = DEFAU
     """Global bin edges from maps and bool masks of equal shapes (e.g. the model's maps and
     the masks resized to them): -inf, K - 1 inner edges, +inf."""
     values = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps])
-    anomalous = np.concatenate([m.ravel() for m in masks]) if masks else np.zeros(values.size, bool)
+    anomalous = (np.concatenate([np.asarray(m).ravel() != 0 for m in masks])
+                 if masks is not None and len(masks) else np.zeros(values.size, bool))
     levels = np.unique(values)
     if levels.size <= bins:
         inner = levels
