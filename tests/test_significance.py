@@ -42,6 +42,8 @@ def test_paired_table_underlines_and_summary(sweep, tmp_path):
     summary = files["summary.md"].read_text()
     assert "Paired bootstrap over the test images" in summary
     assert "| bottle | pixel_auroc | a-good | c-poor |" in summary
+    assert "- pixel_auroc (n = 3 categories): Wilcoxon a-good vs b-mid" in summary
+    assert "Friedman p = " in summary
 
 
 def test_cd_figures(sweep, tmp_path):

@@ -13,6 +13,7 @@ import pandas as pd
 from uadflows.report.runs import run_dir
 from uadflows.stats import (
     RecordsError,
+    wilcoxon_pairs,
     friedman_nemenyi,
     holm,
     load_records,
@@ -125,3 +126,26 @@ def summary_lines(table: pd.DataFrame) -> list[str]:
 def write_paired(table: pd.DataFrame, path: Path) -> Path:
     table.to_csv(path, index=False)
     return path
+
+
+def across_lines(group: pd.DataFrame, metrics: list[str]) -> list[str]:
+    """Summary section: Wilcoxon signed-rank of every pair of models over the categories and
+    the Friedman test with average ranks and Nemenyi's critical difference."""
+    lines = ["", "Across categories (units: categories, mean over seeds): Wilcoxon signed-rank "
+             "test per pair; Friedman test over all models, average rank (1 = best) and "
+             "Nemenyi critical difference at 5 %.", ""]
+    found = False
+    for metric in metrics:
+        frame = per_category(group, metric).dropna()
+        if frame.shape[1] < 2 or frame.shape[0] < 2:
+            continue
+        found = True
+        w = wilcoxon_pairs(frame)
+        text = "; ".join(f"{r.a} vs {r.b}: median {100 * r.median_diff:+.2f}, p = {r.p:.3g}"
+                         for r in w.itertuples())
+        lines.append(f"- {metric} (n = {frame.shape[0]} categories): Wilcoxon {text}")
+        if frame.shape[1] >= 3:
+            f = friedman_nemenyi(frame, ALPHA)
+            ranks = ", ".join(f"{k} {v:.2f}" for k, v in f["ranks"].sort_values().items())
+            lines.append(f"  Friedman p = {f['p']:.3g}; ranks {ranks}; CD = {f['cd']:.2f}")
+    return lines if found else []

@@ -126,7 +126,8 @@ def _write_group(group: pd.DataFrame, context: "_Context", reference: pd.DataFra
                         _cost_latex(group, context, suffix)))
     significance.write_paired(pairs, out / f"{slug('paired', dataset, *suffix)}.csv")
     lines = _summary_section(context, overview, grids.get("image_auroc"))
-    return files, lines + significance.summary_lines(pairs)
+    return files, (lines + significance.summary_lines(pairs)
+                   + significance.across_lines(group, [m for m in metrics if m != "miou"]))
 
 
 class _Context:
