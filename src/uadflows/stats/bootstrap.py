@@ -103,5 +103,6 @@ def _pixel(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
         values = curves.binary_metrics(negatives, c @ anomalous)
         for k, v in values.items():
             out[f"pixel_{k}"].append(v)
-        out["au_pro"].append(curves.au_pro(negatives if same_map else c @ pro_normal, c @ pro_mass, c @ regions, records.pro_limit))
+        pro_negatives = negatives if same_map else c @ pro_normal
+        out["au_pro"].append(curves.au_pro(pro_negatives, c @ pro_mass, c @ regions, records.pro_limit))
     return {k: np.concatenate(v) for k, v in out.items()}
