@@ -231,3 +231,21 @@ def test_wilcoxon_and_friedman():
     assert f["p"] < 0.01 and list(f["ranks"].sort_values().index) == ["a", "b", "c"]
     assert f["ranks"]["c"] - f["ranks"]["a"] > f["cd"]
     assert wilcoxon_pairs(pd.DataFrame({"a": base, "b": base}))["p"].iloc[0] == 1.0
+
+
+def test_miou_is_resampled_with_its_images():
+    """Segmentations (U-Flow): per-image IoUs recorded through the evaluator's hook; the
+    bootstrap's mIoU on a resample is the mean IoU of the images drawn."""
+    labels, scores, maps, masks = _case(seed=8)
+    segmentations = [m > 1.0 for m in maps]
+    ious = np.full(len(labels), np.nan)
+    exact = evaluate(labels, scores, maps, masks, segmentations=segmentations, on_iou=ious.__setitem__)
+    r = records_from_maps(labels, scores, maps, masks, bins=500)
+    r.iou = ious
+    assert point_estimates(r)["miou"] == pytest.approx(exact["miou"], abs=1e-12)
+    counts = resample_counts(labels, 5, seed=1)
+    for b, c in enumerate(counts):
+        idx = np.repeat(np.arange(labels.size), c)
+        slow = evaluate(labels[idx], scores[idx], [maps[i] for i in idx], [masks[i] for i in idx],
+                        segmentations=[segmentations[i] for i in idx])["miou"]
+        assert replicates(r, counts)["miou"][b] == pytest.approx(slow, abs=1e-12)

@@ -66,8 +66,12 @@ def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path)
                                   images=d["images"], mask_paths=d["masks"], defects=_defects(d))
     recorder = None if masks is None else S.PixelRecorder(
         len(labels), S.bin_edges(maps, M.to_map_resolution(maps, masks), st["bins"], ev["pro_limit"]))
+    ious = np.full(len(labels), np.nan)
     metrics = M.evaluate(labels, scores, maps, masks, resolution=ev["resolution"],
-                         pro_limit=ev["pro_limit"], segmentations=segmentations, on_pair=recorder)
+                         pro_limit=ev["pro_limit"], segmentations=segmentations, on_pair=recorder,
+                         on_iou=ious.__setitem__)
+    if segmentations is not None and masks is not None:
+        records.iou = ious
     pro_key = str(d.get("pro_map", "maps"))
     pro_recorder = recorder
     if masks is not None and pro_key != "maps":  # the paper's PRO is on another map

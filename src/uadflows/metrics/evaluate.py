@@ -40,6 +40,7 @@ def evaluate(
     segmentations: Any = None,
     mask_shapes: Any = None,
     on_pair: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    on_iou: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Image metrics, and when ``masks`` is given pixel metrics (and mIoU), as plain floats.
 
@@ -58,6 +59,7 @@ def evaluate(
     on_pair: optional callable, called with (index, score map, bool mask) for each image
         as it is evaluated, at the evaluation's resolution (e.g. to record per-image
         histograms, uadflows.stats.records) without upsampling the maps a second time.
+    on_iou: optional callable, called with (index, IoU) of each image's segmentation.
 
     Returns image_auroc, image_ap, image_f1_max, resolution, pro_limit; with masks also
     pixel_auroc, pixel_ap, pixel_f1_max, au_pro; with segmentations also miou.
@@ -103,6 +105,8 @@ def evaluate(
                 gt = np.zeros(pred.shape, bool) if mask_list[i] is None else \
                     resize_mask(check_mask(mask_list[i], i, None), pred.shape)
             ious.append(image_iou(pred, gt))
+            if on_iou is not None:
+                on_iou(i, ious[-1])
         out["miou"] = float(np.mean(ious))
     return out
 

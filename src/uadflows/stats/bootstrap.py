@@ -47,6 +47,8 @@ def replicates(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
     out = _image(records.label, records.image_score, counts)
     if records.has_pixels:
         out.update(_pixel(records, counts))
+    if records.iou is not None:  # mIoU: the mean over the drawn images
+        out["miou"] = counts @ np.asarray(records.iou, dtype=np.float64) / counts.sum(axis=1)
     return out
 
 

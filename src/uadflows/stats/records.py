@@ -14,6 +14,7 @@ Written by ``uadflows evaluate`` next to metrics.json (format in docs/statistics
                   pro_mass (N, K')   sum over the image's 8-connected regions of the share
                                      of the region's pixels in each bin
                   regions (N,)       number of regions per image
+                and, when the method segments (U-Flow), iou (N,): each image's IoU.
 
 The binning: when the maps (at the model's resolution) hold at most ``bins`` distinct
 values, the edges are those values and the histograms are exact. Otherwise the edges are
@@ -142,6 +143,7 @@ class Records:
     pro_normal: np.ndarray | None = None
     pro_mass: np.ndarray | None = None
     regions: np.ndarray | None = None
+    iou: np.ndarray | None = None  # (N,) per-image IoU of a method's segmentation (U-Flow)
     pro_limit: float = 0.3
 
     @property
@@ -195,7 +197,7 @@ def load_records(npz_path: str | Path) -> Records:
     records = Records(**data)
     n = len(records.label)
     for key in ("image", "mask", "defect", "image_score", "normal", "anomalous", "pro_normal",
-                "pro_mass", "regions"):
+                "pro_mass", "regions", "iou"):
         value = getattr(records, key)
         if value is not None and len(value) != n:
             raise RecordsError(f"{path}: '{key}' has {len(value)} rows, 'label' has {n}")
