@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from uadflows import stats as S
-from uadflows.io import write_json
-
-# defaults of the config's ``statistics`` key (docs/statistics.md)
-STATISTICS = {"resamples": 1000, "seed": 0, "level": 0.95, "bins": S.records.DEFAULT_BINS}
+from uadflows.io import read_json, write_json
+from uadflows.spec import JobSpec
 
 
 def _defects(d: dict[str, np.ndarray]) -> np.ndarray:
@@ -37,19 +34,25 @@ def _masks(mask_paths: np.ndarray, image_paths: np.ndarray) -> list[np.ndarray] 
     return out
 
 
-def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path) -> dict[str, Any]:
+def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | Path,
+             out_json: str | Path) -> dict[str, Any]:
+    """Torch-free: the job spec, train's weight-free summary and the scores."""
     from uadflows import metrics as M
 
-    ck = torch.load(model_pt, map_location="cpu", weights_only=False)
-    spec, summary = ck["spec"], ck["summary"]
-    key = {k: spec[k] for k in ("sweep", "dataset", "category", "model", "method", "backbone", "seed")}
-    ev = spec["evaluation"]
+    spec, summary = JobSpec.load(spec_json), read_json(summary_json)
+    key = {k: getattr(spec, k) for k in ("sweep", "dataset", "category", "model", "method", "backbone", "seed")}
+    ev = {"resolution": spec.evaluation.resolution, "pro_limit": spec.evaluation.pro_limit}
     result: dict[str, Any] = {
-        "key": key, "protocol": spec["protocol"], "resolution": ev["resolution"],
-        "pro_limit": ev["pro_limit"], "spec": spec,
+        "key": key, "protocol": spec.protocol, "resolution": ev["resolution"],
+        "pro_limit": ev["pro_limit"], "spec": spec.to_dict(),
     }
     with np.load(scores_npz) as z:
         d = {k: z[k] for k in z.files}
+    # the job's real times (MLflow shows them): training's start to scoring's end
+    result["times"] = {"started": summary.get("started"),
+                       "ended": float(d["ended"]) if "ended" in d else summary.get("ended")}
+    result["provenance"] = {k: v for k, v in summary.items() if k.endswith("_version")
+                            or k in ("git_commit", "index_digest")}
     if str(d["status"]) != "ok":
         result.update(status="failed", error=summary.get("error") or str(d.get("error", "")))
         write_json(out_json, result)
@@ -61,7 +64,7 @@ def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path)
     segmentations = list(d["log_nfa"] > 0) if "log_nfa" in d else None
     if masks is None:
         result["note"] = "no ground-truth masks: image-level metrics only"
-    st = {**STATISTICS, **spec.get("statistics", {})}
+    st = spec.statistics.model_dump()
     records = S.records_from_maps(labels, scores, maps, None, pro_limit=ev["pro_limit"],
                                   images=d["images"], mask_paths=d["masks"], defects=_defects(d))
     recorder = None if masks is None else S.PixelRecorder(

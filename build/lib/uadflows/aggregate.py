@@ -1,0 +1,40 @@
+"""All runs' ``metrics.json`` -> ``results/metrics.csv`` (one row per run, failed ones too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from uadflows.io import atomic_path
+
+KEY = ["sweep", "dataset", "category", "model", "method", "backbone", "seed"]
+METRICS = ["image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
+           "pixel_f1_max", "au_pro", "miou"]
+COST = ["flow_params", "train_seconds", "infer_images_per_s", "peak_rss_mb", "peak_gpu_mb"]
+
+
+def aggregate(metrics_files: list[str | Path], out_csv: str | Path) -> pd.DataFrame:
+    rows = []
+    for f in metrics_files:
+        f = Path(f)
+        try:
+            m = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RuntimeError(f"{f}: unreadable metrics file ({e}); delete it and rerun") from None
+        row = {**m["key"], "status": m["status"], "resolution": m.get("resolution"),
+               "protocol": m.get("protocol"), "pro_limit": m.get("pro_limit")}
+        values = m.get("metrics", {})
+        row.update({k: values.get(k, float("nan")) for k in METRICS})
+        row.update({k: v for k, v in values.items() if k not in METRICS})  # extras, e.g. *_max
+        row.update({k: (m.get("cost") or {}).get(k) for k in COST})
+        row["run_dir"] = str(f.parent)
+        row["error"] = m.get("error", "")
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(KEY).reset_index(drop=True)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return df

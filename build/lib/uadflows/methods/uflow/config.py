@@ -1,0 +1,82 @@
+"""U-Flow's typed configuration (recipe defaults from mtailanian/uflow configs/mvtec_default.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+NFA_TAILS = ("chernoff", "exact")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def image_size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+@dataclass
+class UFlowConfig:
+    """Everything that changes a U-Flow model or its training.
+
+    batch_size, epochs, lr: per-category values of the paper live in the paper config; these
+        defaults are the official ``configs/mvtec_default.yaml`` (8, 200, 1e-4).
+    image_size: input side in pixels, or (H, W) (448 for MS-CaiT, the paper's set-up).
+    n_scales: how many of the extractor's outputs feed the flow, taken from the coarse end
+        (outputs are ordered fine -> coarse). 2 = the paper (MS-CaiT has exactly 2); for
+        CNN extractors with 3 stages it drops the finest, stride-4 one (faster, and a smaller
+        number of tests for the NFA).
+    flow_steps: AllInOneBlock steps per scale (4 in every official config).
+    affine_clamp, subnet_hidden_ratio: AllInOneBlock clamp and subnet width (2.0 and 1.0).
+    weight_decay, lr_end_factor: Adam weight decay, and LinearLR's final factor (1.0 -> 0.4).
+    nfa_tail: tail probability of one pixel's squared latent norm under H0:
+        "chernoff" (the paper's bound, clamped at 1) or "exact" (chi-square survival function).
+    compute_nfa: add the "log_nfa" map to ``anomaly_maps`` (a CPU tree per image and scale).
+    """
+
+    batch_size: int = 8
+    epochs: int = 200
+    lr: float = 1e-4
+    image_size: int | tuple[int, int] = 448
+    n_scales: int = 2
+    flow_steps: int = 4
+    affine_clamp: float = 2.0
+    subnet_hidden_ratio: float = 1.0
+    weight_decay: float = 1e-5
+    lr_end_factor: float = 0.4
+    nfa_tail: str = "chernoff"
+    compute_nfa: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "epochs", "flow_steps"):
+            if not _positive_int(getattr(self, key)):
+                raise ValueError(f"uflow config: {key} must be a positive integer, got {getattr(self, key)!r}")
+        size = self.image_size
+        if isinstance(size, list):
+            self.image_size = size = tuple(size)
+        if not (_positive_int(size) or (isinstance(size, tuple) and len(size) == 2 and all(map(_positive_int, size)))):
+            raise ValueError(f"uflow config: image_size must be a positive integer or (H, W), got {size!r}")
+        if isinstance(self.n_scales, bool) or not isinstance(self.n_scales, int) or self.n_scales < 2:
+            raise ValueError(f"uflow config: n_scales must be an integer >= 2, got {self.n_scales!r}")
+        for key in ("lr", "affine_clamp", "subnet_hidden_ratio"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"uflow config: {key} must be a positive number, got {value!r}")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"uflow config: weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not isinstance(self.lr_end_factor, (int, float)) or not 0 < self.lr_end_factor <= 1:
+            raise ValueError(f"uflow config: lr_end_factor must be in (0, 1], got {self.lr_end_factor!r}")
+        if self.nfa_tail not in NFA_TAILS:
+            raise ValueError(f"uflow config: nfa_tail must be one of {NFA_TAILS}, got {self.nfa_tail!r}")
+        if not isinstance(self.compute_nfa, bool):
+            raise ValueError(f"uflow config: compute_nfa must be true or false, got {self.compute_nfa!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "UFlowConfig":
+        """Build from a mapping (e.g. a YAML section); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KeyError(f"uflow config: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))

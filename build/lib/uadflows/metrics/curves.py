@@ -1,0 +1,77 @@
+"""Small curve helpers shared by the ROC and PRO code."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def distinct(scores: np.ndarray, weights: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Distinct score values ascending, how many pixels have each, and (if weights are
+    given) the sum of their weights. Tied scores are one threshold, as in sklearn and in
+    the official AU-PRO."""
+    if scores.size == 0:
+        return scores, np.zeros(0, np.int64), None if weights is None else np.zeros(0)
+    if weights is None:
+        values, counts = np.unique(scores, return_counts=True)
+        return values, counts.astype(np.int64), None
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    counts = np.diff(np.append(starts, ordered.size)).astype(np.int64)
+    return ordered[starts], counts, np.add.reduceat(weights[order], starts)
+
+
+def interleave(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """[b0, a0, b1, a1, ...]: the two ends of each tied-threshold step of a curve."""
+    out = np.empty(before.size * 2, dtype=np.float64)
+    out[0::2] = before
+    out[1::2] = after
+    return out
+
+
+def trapezoid_to_limit(x: np.ndarray, y: np.ndarray, limit: float) -> float:
+    """Area under y(x) for x in [x[0], limit] by the trapezoid rule; x non-decreasing.
+
+    As the official MVTec AD code: every point with x <= limit is used; if limit is not one
+    of the x values, y is interpolated linearly at limit between the last point below and
+    the first point above it, and that last partial trapezoid is added.
+    """
+    inside = int(np.searchsorted(x, limit, side="right"))  # points with x <= limit
+    if inside == 0:
+        raise ValueError("curve starts beyond the integration limit")
+    xs, ys = x[:inside], y[:inside]
+    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) * 0.5))
+    if xs[-1] != limit:
+        if inside == x.size:
+            raise ValueError(f"curve ends at x={x[-1]} before the integration limit {limit}")
+        y_limit = ys[-1] + (y[inside] - ys[-1]) * (limit - xs[-1]) / (x[inside] - xs[-1])
+        area += 0.5 * (ys[-1] + y_limit) * (limit - xs[-1])
+    return float(area)
+
+
+def cut_at_limit(x: np.ndarray, y: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """The points with x <= limit, ending exactly at x = limit (interpolated as in
+    ``trapezoid_to_limit``), so that ``np.trapezoid(y, x)`` is the same area."""
+    inside = int(np.searchsorted(x, limit, side="right"))
+    xs, ys = x[:inside], y[:inside]
+    if xs[-1] == limit or inside == x.size:
+        return xs, ys
+    y_limit = ys[-1] + (y[inside] - ys[-1]) * (limit - xs[-1]) / (x[inside] - xs[-1])
+    return np.append(xs, limit), np.append(ys, y_limit)
+
+
+def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points of a curve for plotting, spread evenly along its
+    length (both axes scaled to [0, 1]); the first and last points are always kept."""
+    if max_points is None or x.size <= max_points:
+        return x, y
+    if max_points < 2:
+        raise ValueError(f"max_points: {max_points}, expected at least 2 (or None for every point)")
+    span_x = float(x[-1] - x[0]) or 1.0
+    span_y = float(np.ptp(y)) or 1.0
+    steps = np.hypot(np.diff(x) / span_x, np.diff(y) / span_y)
+    length = np.concatenate(([0.0], np.cumsum(steps)))
+    marks = np.linspace(0.0, length[-1], max_points)
+    keep = np.unique(np.concatenate(([0, x.size - 1], np.searchsorted(length, marks[1:-1]))))
+    return x[keep], y[keep]

@@ -1,0 +1,92 @@
+"""Display names and file-name slugs shared by the tables and the figures."""
+
+from __future__ import annotations
+
+import re
+
+# Methods cited in published numbers but not in the registry; registered methods name
+# themselves (their class's ``label``).
+METHOD_NAMES = {
+    "cflow": "CFlow",
+    "csflow": "CS-Flow",
+}
+BACKBONE_NAMES = {
+    "resnet18": "R18",
+    "wide_resnet50_2": "WRN50-2",
+    "cait_m48_448": "CaiT-M48",
+    "deit_base_distilled_patch16_384": "DeiT-B/16",
+    "ms_cait": "MS-CaiT",
+    "efficientnet_b5": "EffNet-B5",
+}
+DATASET_NAMES = {"mvtec": "MVTec AD", "mvtec_ad": "MVTec AD", "btad": "BTAD", "visa": "VisA",
+                 "demo": "Demo"}
+METRIC_NAMES = {
+    "image_auroc": "image AUROC",
+    "image_ap": "image AP",
+    "image_f1_max": "image F1-max",
+    "pixel_auroc": "pixel AUROC",
+    "pixel_ap": "pixel AP",
+    "pixel_f1_max": "pixel F1-max",
+    "au_pro": "AU-PRO",
+    "miou": "mIoU (log NFA = 0)",
+}
+
+
+# Column headers where every metric is a column (the field's usual abbreviations).
+METRIC_SHORT = {
+    "image_auroc": "I-AUROC",
+    "image_ap": "I-AP",
+    "image_f1_max": "I-F1max",
+    "pixel_auroc": "P-AUROC",
+    "pixel_ap": "P-AP",
+    "pixel_f1_max": "P-F1max",
+    "au_pro": "AU-PRO",
+    "miou": "mIoU",
+}
+
+
+def method_name(method: str) -> str:
+    from uadflows import methods
+
+    if method in methods.available():
+        return methods.get(method).label or method
+    return METHOD_NAMES.get(method, method)
+
+
+def backbone_name(backbone: str) -> str:
+    return BACKBONE_NAMES.get(backbone, backbone)
+
+
+def dataset_name(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def metric_name(metric: str, pro_limit: float | None = None) -> str:
+    name = METRIC_NAMES.get(metric, metric)
+    if metric == "au_pro" and pro_limit is not None:
+        name = f"{name} (FPR limit {pro_limit:g})"
+    return name
+
+
+def slug(*parts: object) -> str:
+    """A file-name-safe join of the parts ("mvtec", "metal_nut") -> "mvtec_metal_nut"."""
+    text = "_".join(str(p) for p in parts)
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", text).strip("_")
+
+
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def tex_escape(text: object) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
