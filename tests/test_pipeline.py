@@ -46,6 +46,21 @@ def test_run_end_to_end(tiny_category, tmp_path):
     with np.load(tmp_path / "scores.npz") as z:
         assert z["maps"].shape == (8, 64, 64) and z["maps"].dtype == np.float32
         assert sorted(z["labels"]) == [0] * 4 + [1] * 4
+        labels = list(z["labels"])
+    # per-image records and bootstrap intervals (uadflows.stats): the binned point estimates
+    # reproduce the exact ones and every interval brackets its metric
+    from uadflows.stats import load_records, point_estimates
+
+    records = load_records(tmp_path / "records.npz")
+    assert list(records.label) == labels and records.normal.shape[0] == 8
+    binned = point_estimates(records)
+    st = m["statistics"]
+    assert st["resamples"] == 1000 and st["records"] == "records.npz"
+    for k in ("image_auroc", "pixel_auroc", "au_pro", "pixel_ap", "image_f1_max"):
+        assert abs(binned[k] - m["metrics"][k]) < 1e-4, k
+        low, high = st["intervals"][k]
+        assert low - 1e-4 <= m["metrics"][k] <= high + 1e-4, k
+    assert (tmp_path / "records.csv").read_text().startswith("index,image,mask,label,defect")
 
 
 def test_same_seed_same_metrics_and_resume_equals_uninterrupted(tiny_category, tmp_path):

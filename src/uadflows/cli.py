@@ -131,7 +131,8 @@ def cmd_report(a) -> int:
     from uadflows.report.tables import write_tables
 
     out = Path(a.out)
-    tables = write_tables(a.metrics, out / "tables")
+    tables = write_tables(a.metrics, out / "tables", spread=a.spread, resamples=a.resamples,
+                          seed=a.seed)
     print(f"tables: {out / 'tables'} ({len(tables)} files)")
     if not a.no_figures:
         from uadflows.report.figures import write_figures
@@ -267,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--no-figures", action="store_true")
+    s.add_argument("--spread", choices=["std", "interval"], default="std",
+                   help="after ±: std over seeds, or half-width of the bootstrap interval")
+    s.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    s.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("mlflow", help="log a sweep's runs to MLflow (idempotent)")

@@ -11,8 +11,15 @@ from typing import Any
 
 import numpy as np
 
+from uadflows import stats as S
 from uadflows.io import read_json, write_json
 from uadflows.spec import JobSpec
+
+
+def _defects(d: dict[str, np.ndarray]) -> np.ndarray:
+    """Defect type per test image: its folder (MVTec layout test/<defect>/<image>)."""
+    return np.array([Path(str(p)).parent.name if int(label) else "good"
+                     for p, label in zip(d["images"], d["labels"])])
 
 
 def _masks(mask_paths: np.ndarray, image_paths: np.ndarray) -> list[np.ndarray] | None:
@@ -57,22 +64,45 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     segmentations = list(d["log_nfa"] > 0) if "log_nfa" in d else None
     if masks is None:
         result["note"] = "no ground-truth masks: image-level metrics only"
+    st = spec.statistics.model_dump()
+    records = S.records_from_maps(labels, scores, maps, None, pro_limit=ev["pro_limit"],
+                                  images=d["images"], mask_paths=d["masks"], defects=_defects(d))
+    recorder = None if masks is None else S.PixelRecorder(
+        len(labels), S.bin_edges(maps, M.to_map_resolution(maps, masks), st["bins"], ev["pro_limit"]))
+    ious = np.full(len(labels), np.nan)
     metrics = M.evaluate(labels, scores, maps, masks, resolution=ev["resolution"],
-                         pro_limit=ev["pro_limit"], segmentations=segmentations)
+                         pro_limit=ev["pro_limit"], segmentations=segmentations, on_pair=recorder,
+                         on_iou=ious.__setitem__)
+    if segmentations is not None and masks is not None:
+        records.iou = ious
     pro_key = str(d.get("pro_map", "maps"))
+    pro_recorder = recorder
     if masks is not None and pro_key != "maps":  # the paper's PRO is on another map
         pro_maps = list(d[pro_key])
+        pro_recorder = S.PixelRecorder(len(labels), S.bin_edges(
+            pro_maps, M.to_map_resolution(pro_maps, masks), st["bins"], ev["pro_limit"]))
         if ev["resolution"] == "original":
             pro_maps, pro_masks = M.to_mask_resolution(pro_maps, masks), masks
         else:
             pro_masks = M.to_map_resolution(pro_maps, masks)
+        for i, (m, k) in enumerate(zip(pro_maps, pro_masks)):
+            pro_recorder(i, m, np.asarray(k) != 0)
         metrics["au_pro"] = M.au_pro(pro_maps, pro_masks, limit=ev["pro_limit"])
         result["pro_map"] = pro_key
+    if recorder is not None:
+        recorder.fill(records, pro_recorder)
+    out_dir = Path(out_json).parent
+    S.save_records(records, out_dir / "records.npz", out_dir / "records.csv")
     for k in [k for k in d if k.startswith("score_") and d[k].ndim == 1]:
         extra = M.image_metrics(labels, d[k].astype(np.float64))
         metrics.update({f"{m}_{k[len('score_'):]}": v for m, v in extra.items()})
     metrics.pop("resolution", None)
     metrics.pop("pro_limit", None)
+    binned = S.point_estimates(records)
+    bounds = S.intervals(records, st["resamples"], st["seed"], st["level"])
+    statistics = {**st, "records": "records.npz",
+                  "intervals": {k: list(v) for k, v in bounds.items() if k in metrics},
+                  "binning_error": {k: abs(binned[k] - metrics[k]) for k in S.PIXEL if k in metrics}}
 
     curves = {"roc": [a.tolist() for a in M.roc_points(labels, scores, max_points=500)]}
     if masks is not None:
@@ -94,6 +124,7 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
             "peak_gpu_mb": summary.get("peak_gpu_mb"),
         },
         curves=curves,
+        statistics=statistics,
     )
     write_json(out_json, result)
     return result
