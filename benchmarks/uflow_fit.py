@@ -1,0 +1,141 @@
+"""How well U-Flow fits, measured through the real pipeline (not a test: run it by hand).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/uflow_fit.py --json uflow_fit.json
+    PYTHONPATH=src .venv/bin/python benchmarks/uflow_fit.py --dataset folder \\
+        --root ../shared/data --categories mpdd_metal_plate --image-size 256 --epochs 50 --lr 1e-3
+
+Per category and variant it runs extract -> train -> score -> evaluate (the workflow's
+functions) and reports:
+- image and pixel AUROC (the shared evaluator);
+- mean z^2 per latent dimension on the training images, per scale, with the trained model
+  (a flow that fits its data gives ~1; the training log prints the same per epoch);
+- NFA detections per normal test image: connected regions of -log10 NFA > 0 (the a-contrario
+  guarantee says at most 1 on average when z ~ N(0, I) holds).
+
+Variants: ``official`` (the recipe: all CNN stages, trainable LayerNorm per scale) and, with
+``--control``, ``no-layernorm-2-scales`` (this project's recipe before issue 15), side by side.
+Defaults are the demo's settings (config.yaml: lite0 at 128 px, 20 epochs, batch 8, lr 1e-3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from skimage.measure import label
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {"official": {}, "no-layernorm-2-scales": {"layernorm": False, "n_scales": 2}}
+
+
+def run_spec(args, category: str, variant: str) -> dict:
+    return {
+        "sweep": "uflow-fit", "dataset": args.dataset, "format": args.dataset, "category": category,
+        "model": f"uflow-{variant}", "method": "uflow", "backbone": args.backbone, "seed": args.seed,
+        "image_size": [args.image_size, args.image_size], "pretrained": True, "weights_file": None,
+        "extractor": args.backbone, "params": dict(VARIANTS[variant]),
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "checkpoint_every": args.epochs},
+        "evaluation": {"resolution": "original", "pro_limit": 0.3},
+        "device": "cpu", "protocol": "last-epoch",
+    }
+
+
+@torch.inference_mode()
+def train_z2(model_pt: Path, features: Path) -> list[float]:
+    """Mean z^2 per latent dimension on the training split, per scale (fine -> coarse)."""
+    from uadflows.features import load_split
+    from uadflows.train import load_model
+
+    model, _ = load_model(model_pt)
+    sums, n = None, 0
+    for idx, feats in load_split(features, "train").batches(16):
+        z2 = [zs.pow(2).mean().item() * len(idx) for zs in model(feats, with_log_jac=False).z]
+        sums = z2 if sums is None else [a + b for a, b in zip(sums, z2)]
+        n += len(idx)
+    return [s / n for s in sums]
+
+
+def nfa_detections(scores_npz: Path) -> dict[str, float]:
+    """Mean number of connected regions with -log10 NFA > 0 per good / defective test image."""
+    with np.load(scores_npz) as d:
+        labels, log_nfa = d["labels"], d["log_nfa"]
+    counts = np.array([label(m > 0, connectivity=1).max() for m in log_nfa])
+    return {"nfa_regions_per_good": float(counts[labels == 0].mean()),
+            "nfa_regions_per_defective": float(counts[labels == 1].mean()),
+            "good_images_with_a_detection": float((counts[labels == 0] > 0).mean())}
+
+
+def measure(args, category: str, root: Path, work: Path) -> list[dict]:
+    from uadflows.data import index_category, write_index
+    from uadflows.evaluate import evaluate
+    from uadflows.features import extract
+    from uadflows.score import score
+    from uadflows.train import train
+
+    index = work / "index" / f"{category}.csv"
+    write_index(index_category(args.dataset, root, category), index)
+    features = work / "features" / category
+    if not (features / "meta.json").exists():
+        extract(index, features, {"name": args.backbone, "image_size": args.image_size, "pretrained": True},
+                batch_size=16, device="cpu")
+    rows = []
+    for variant in args.variants:
+        out = work / "runs" / category / variant
+        t0 = time.perf_counter()
+        spec = run_spec(args, category, variant)
+        summary = train(spec, features, out, index_csv=index)
+        score(out / "model.pt", features, out / "scores.npz", index_csv=index)
+        metrics = evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")["metrics"]
+        row = {"category": category, "variant": variant, "params": VARIANTS[variant],
+               "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics.get("pixel_auroc"),
+               "miou": metrics.get("miou"), "train_z2_per_scale": train_z2(out / "model.pt", features),
+               **nfa_detections(out / "scores.npz"), "flow_params": summary["flow_params"],
+               "seconds": round(time.perf_counter() - t0, 1)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="demo", choices=["demo", "folder", "mvtec"])
+    p.add_argument("--root", type=Path, help="dataset root (demo: generated here when absent)")
+    p.add_argument("--categories", nargs="+", default=["brick", "grass", "gravel"])
+    p.add_argument("--backbone", default="tf_efficientnet_lite0")
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--control", action="store_true", help="also the variant without LayerNorm, 2 scales")
+    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "uflow_fit")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    args.variants = list(VARIANTS) if args.control else ["official"]
+    torch.set_num_threads(1)
+    work = args.work / args.dataset
+    root = args.root
+    if args.dataset == "demo" and root is None:
+        from uadflows.data.demo import make_demo
+
+        root = make_demo(work / "data", tuple(args.categories), seed=0, image_size=args.image_size)
+    rows = [r for c in args.categories for r in measure(args, c, Path(root), work)]
+    print("\n| category | variant | image AUROC | pixel AUROC | train z^2 per scale (fine -> coarse) | NFA regions / good image |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        z2 = " / ".join(f"{v:.2f}" for v in r["train_z2_per_scale"])
+        pix = "-" if r["pixel_auroc"] is None else f"{100 * r['pixel_auroc']:.1f}"
+        print(f"| {r['category']} | {r['variant']} | {100 * r['image_auroc']:.1f} | {pix} | {z2} | {r['nfa_regions_per_good']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                                         "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
