@@ -133,3 +133,29 @@ def test_corrupted_checkpoints_are_detected(tiny_category, tmp_path, capsys):
     (out / "model.pt").write_bytes((out / "model.pt").read_bytes()[:100])
     with pytest.raises(RuntimeError, match="model.pt: unreadable or corrupted"):
         load_model(out / "model.pt")
+
+
+@pytest.mark.parametrize("method", ["fastflow", "msflow", "uflow"])
+def test_dataset_without_masks_gives_image_metrics_only(tiny_category, tmp_path_factory, method):
+    """A folder dataset may have no ground_truth/: every method evaluates it at image level,
+    no pixel metric and no mIoU (U-Flow's NFA segmentation needs masks like the rest)."""
+    import shutil
+
+    from uadflows.data import index_category, write_index
+    from uadflows.features import extract
+
+    base = tmp_path_factory.getbasetemp() / "maskless"
+    if not (base / "features" / "meta.json").exists():
+        shutil.copytree(tiny_category["root"] / "brick", base / "data" / "brick",
+                        ignore=shutil.ignore_patterns("ground_truth"), dirs_exist_ok=True)
+        write_index(index_category("folder", base / "data", "brick"), base / "index.csv")
+        extract(base / "index.csv", base / "features", {"name": "tf_efficientnet_lite0", "image_size": 64,
+                "pretrained": True}, batch_size=8, device="cpu")
+    assert not (base / "data" / "brick" / "ground_truth").exists()
+    tiny = {"features": base / "features", "index": base / "index.csv"}
+    spec = {**tiny_spec(epochs=1, method=method), "dataset": "mine", "format": "folder"}
+    out = tmp_path_factory.mktemp(f"maskless_{method}")
+    _, m = _run(tiny, out, spec)
+    assert m["status"] == "ok" and m["note"] == "no ground-truth masks: image-level metrics only"
+    assert 0.0 <= m["metrics"]["image_auroc"] <= 1.0
+    assert not {"pixel_auroc", "au_pro", "miou"} & set(m["metrics"]), sorted(m["metrics"])
