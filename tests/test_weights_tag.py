@@ -66,7 +66,7 @@ def test_a_tag_changes_the_weights_id_and_the_cache_key():
     assert tv.key() != default.key() and tv.channels == default.channels
 
 
-def test_tables_keep_the_tag_visible_and_match_published_numbers_by_architecture():
+def test_table_headers_keep_the_pinned_tag_visible():
     from uadflows.report.labels import backbone_name
 
     assert backbone_name("resnet18") == "R18" and backbone_name("resnet18.tv_in1k") == "R18 (tv_in1k)"

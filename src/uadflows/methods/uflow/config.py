@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-NFA_TAILS = ("chernoff", "exact")
+NFA_TAILS = ("chernoff", "exact", "chernoff_unclamped")
 
 
 def _positive_int(value: Any) -> bool:
@@ -35,7 +35,8 @@ class UFlowConfig:
     affine_clamp, subnet_hidden_ratio: AllInOneBlock clamp and subnet width (2.0 and 1.0).
     weight_decay, lr_end_factor: Adam weight decay, and LinearLR's final factor (1.0 -> 0.4).
     nfa_tail: tail probability of one pixel's squared latent norm under H0:
-        "chernoff" (the paper's bound, clamped at 1) or "exact" (chi-square survival function).
+        "chernoff" (the paper's bound, clamped at 1), "exact" (chi-square survival function)
+        or "chernoff_unclamped" (the official code's formula, for comparison only).
     compute_nfa: add the "log_nfa" map to ``anomaly_maps`` (a CPU tree per image and scale).
     """
 
