@@ -75,11 +75,13 @@ def main(argv=None) -> int:
 
 def table(result: dict) -> str:
     lines = [f"anomalib {result['anomalib']}, torch {result['torch']}, timm {result['timm']}", "",
-             "| pair | params ours | params anomalib | max map diff (after offset) | map offset | loss ours | loss anomalib |",
-             "|---|---|---|---|---|---|---|"]
+             "| pair | params ours | params anomalib | max map diff (after offset) | map offset (ours - anomalib) "
+             "| loss ours | loss anomalib | official loss formula on anomalib's z |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["pairs"]:
+        official = f"{r['loss_official_formula']:.6g}" if "loss_official_formula" in r else "-"
         lines.append(f"| {r['pair']} | {r['params_ours']:,} | {r['params_anomalib']:,} | {r['max_map_diff']:.2e} "
-                     f"| {r['map_offset']:.3g} | {r['loss_ours']:.6g} | {r['loss_anomalib']:.6g} |")
+                     f"| {r['map_offset']:.3g} | {r['loss_ours']:.6g} | {r['loss_anomalib']:.6g} | {official} |")
     return "\n".join(lines)
 
 
