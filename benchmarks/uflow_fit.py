@@ -130,9 +130,9 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         z2 = " / ".join(f"{v:.2f}" for v in r["train_z2_per_scale"])
         pix = "-" if r["pixel_auroc"] is None else f"{100 * r['pixel_auroc']:.1f}"
-        official = r["nfa_by_tail"]["chernoff_unclamped"]["regions_per_good"]
+        official = r["nfa_by_tail"]["chernoff_unclamped"]["regions_per_good"] if "nfa_by_tail" in r else None
         lines.append(f"| {r['category']} | {r['variant']} | {100 * r['image_auroc']:.1f} | {pix} | {z2} "
-                     f"| {r['nfa_regions_per_good']:.2f} | {official:.2f} |")
+                     f"| {r['nfa_regions_per_good']:.2f} | {'-' if official is None else f'{official:.2f}'} |")
     return "\n".join(lines)
 
 
