@@ -70,3 +70,20 @@ def test_table_headers_keep_the_pinned_tag_visible():
     from uadflows.report.labels import backbone_name
 
     assert backbone_name("resnet18") == "R18" and backbone_name("resnet18.tv_in1k") == "R18 (tv_in1k)"
+
+
+def test_a_tagged_backbone_goes_through_the_weights_cache(tmp_path):
+    """A local copy of `resnet18.tv_in1k` imported into a cache is what the tagged set-up loads."""
+    import torch
+
+    from uadflows.backbones import create_extractor, weights
+
+    torch.manual_seed(0)
+    state = timm.create_model("resnet18", pretrained=False).state_dict()
+    torch.save(state, tmp_path / "tv.pth")
+    manifest = weights.import_file("resnet18.tv_in1k", tmp_path / "tv.pth", tmp_path / "cache")
+    assert manifest["resnet18.tv_in1k"]["weights"] == "timm:tv_in1k"
+    assert (tmp_path / "cache" / "resnet18.tv_in1k.json").is_file()
+    extractor = create_extractor("resnet18.tv_in1k", image_size=64, cache_dir=tmp_path / "cache")
+    assert extractor.spec.weights == "timm:tv_in1k"
+    assert torch.equal(extractor.model.conv1.weight, state["conv1.weight"])
