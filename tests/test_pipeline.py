@@ -167,18 +167,18 @@ def test_a_trained_detector_detects(tiny_category, tmp_path, method):
     """The method, trained 2 epochs on 8 tiny images, localises the demo's defects: pixel
     AUROC above 0.8, a bound that a sign flip or a transposed map falls below (checked here
     on the same run's maps)."""
+    from uadflows.evaluate import _masks
     from uadflows.metrics import evaluate as metrics_evaluate
 
     _, m = _run(tiny_category, tmp_path, tiny_spec(epochs=2, method=method))
     assert m["metrics"]["pixel_auroc"] > 0.8, m["metrics"]
     with np.load(tmp_path / "scores.npz") as z:
         maps, labels, scores = z["maps"], z["labels"].astype(int), z["image_scores"]
-    from uadflows.evaluate import _masks
-
-    with np.load(tmp_path / "scores.npz") as z:
         masks = _masks(z["masks"], z["images"])
+
     def pixel_auroc(maps, masks):
         return metrics_evaluate(labels, scores, list(maps), masks)["pixel_auroc"]
+
     assert abs(pixel_auroc(maps, masks) - m["metrics"]["pixel_auroc"]) < 1e-9
     assert pixel_auroc(-maps, masks) < 0.8  # sign flip
     assert pixel_auroc(maps.transpose(0, 2, 1), masks) < 0.8  # transposed
