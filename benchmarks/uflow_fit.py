@@ -32,16 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"official": {}, "no-layernorm-2-scales": {"layernorm": False, "n_scales": 2}}
 
 
-def run_spec(args, category: str, variant: str) -> dict:
-    return {
-        "sweep": "uflow-fit", "dataset": args.dataset, "format": args.dataset, "category": category,
-        "model": f"uflow-{variant}", "method": "uflow", "backbone": args.backbone, "seed": args.seed,
-        "image_size": [args.image_size, args.image_size], "pretrained": True, "weights_file": None,
-        "extractor": args.backbone, "params": dict(VARIANTS[variant]),
-        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "checkpoint_every": args.epochs},
-        "evaluation": {"resolution": "original", "pro_limit": 0.3},
-        "device": "cpu", "protocol": "last-epoch",
-    }
+def run_spec(args, category: str, variant: str):
+    from uadflows.spec import JobSpec, TrainOptions
+
+    return JobSpec(
+        sweep="uflow-fit", dataset=args.dataset, format=args.dataset, category=category,
+        model=f"uflow-{variant}", method="uflow", backbone=args.backbone, seed=args.seed,
+        image_size=(args.image_size, args.image_size), extractor=args.backbone,
+        params=dict(VARIANTS[variant]), device="cpu",
+        train=TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.epochs),
+    )
 
 
 @torch.inference_mode()
@@ -50,7 +50,7 @@ def train_z2(model_pt: Path, features: Path) -> list[float]:
     from uadflows.features import load_split
     from uadflows.train import load_model
 
-    model, _ = load_model(model_pt)
+    model = load_model(model_pt)[0]
     sums, n = None, 0
     for idx, feats in load_split(features, "train").batches(16):
         z2 = [zs.pow(2).mean().item() * len(idx) for zs in model(feats, with_log_jac=False).z]
@@ -77,7 +77,7 @@ def nfa_by_tail(model_pt: Path, features: Path, size: tuple[int, int]) -> dict[s
     from uadflows.methods.uflow import log_nfa_map
     from uadflows.train import load_model
 
-    model, _ = load_model(model_pt)
+    model = load_model(model_pt)[0]
     split = load_split(features, "test")
     labels = np.array([s.label for s in split.samples()])
     out = {}
@@ -108,9 +108,11 @@ def measure(args, category: str, root: Path, work: Path) -> list[dict]:
     for variant in args.variants:
         out = work / "runs" / category / variant
         spec = run_spec(args, category, variant)
+        out.mkdir(parents=True, exist_ok=True)
+        spec.save(out / "spec.json")
         summary = train(spec, features, out, index_csv=index)
         score(out / "model.pt", features, out / "scores.npz", index_csv=index)
-        metrics = evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")["metrics"]
+        metrics = evaluate(out / "spec.json", out / "summary.json", out / "scores.npz", out / "metrics.json")["metrics"]
         row = {"category": category, "variant": variant, "params": VARIANTS[variant],
                "image_auroc": metrics["image_auroc"], "pixel_auroc": metrics.get("pixel_auroc"),
                "miou": metrics.get("miou"), "train_z2_per_scale": train_z2(out / "model.pt", features),
