@@ -61,7 +61,8 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     labels, scores = d["labels"].astype(int), d["image_scores"].astype(np.float64)
     maps = list(d["maps"])
     masks = _masks(d["masks"], d["images"])
-    segmentations = list(d["log_nfa"] > 0) if "log_nfa" in d else None
+    # U-Flow's NFA segmentation (mIoU) needs ground truth like every pixel metric.
+    segmentations = list(d["log_nfa"] > 0) if "log_nfa" in d and masks is not None else None
     if masks is None:
         result["note"] = "no ground-truth masks: image-level metrics only"
     st = spec.statistics.model_dump()

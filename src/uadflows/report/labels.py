@@ -54,7 +54,10 @@ def method_name(method: str) -> str:
 
 
 def backbone_name(backbone: str) -> str:
-    return BACKBONE_NAMES.get(backbone, backbone)
+    """"resnet18" -> "R18"; a pinned timm weights tag stays visible: "R18 (tv_in1k)"."""
+    arch, _, tag = backbone.partition(".")
+    name = BACKBONE_NAMES.get(arch, arch)
+    return f"{name} ({tag})" if tag else name
 
 
 def dataset_name(dataset: str) -> str:

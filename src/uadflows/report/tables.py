@@ -320,7 +320,9 @@ def _published_rows(runs: pd.DataFrame, reference: pd.DataFrame, metrics_csv) ->
     rows = []
     for model, mine in runs.groupby("model", sort=True):
         method, backbone = mine["method"].iloc[0], mine["backbone"].iloc[0]
-        matches = ref[(ref["method"] == method) & (ref["backbone"] == backbone)
+        # Published numbers name the architecture; a run may pin its weights ("resnet18.tv_in1k").
+        arch = str(backbone).partition(".")[0]
+        matches = ref[(ref["method"] == method) & (ref["backbone"] == arch)
                       & ref["metric"].isin(METRICS)]
         for _, pub in matches.iterrows():
             if pub["category"] == "mean":
