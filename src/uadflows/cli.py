@@ -174,6 +174,8 @@ def cmd_check_config(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from uadflows.data.index import FORMATS  # torch-free
+
     p = argparse.ArgumentParser(prog="uadflows", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -188,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser("verify", help="index and check a dataset; print a table per category")
-    s.add_argument("--dataset", required=True, choices=["mvtec", "btad", "visa", "folder", "demo"])
+    s.add_argument("--dataset", required=True, choices=FORMATS)
     s.add_argument("--root", required=True)
     s.add_argument("--category", nargs="+")
     s.add_argument("--index-dir", help="write {category}.csv indexes here")
