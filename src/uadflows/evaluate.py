@@ -15,16 +15,37 @@ import torch
 from uadflows.io import write_json
 
 
-def _masks(mask_paths: np.ndarray, image_paths: np.ndarray) -> list[np.ndarray] | None:
-    """Ground truth at original size; None when the dataset has no masks at all."""
+# Protocol extras of some datasets: MVTec AD 2 reports AU-PRO at two FPR limits
+# (Heckler-Kram et al. 2025, arXiv 2503.21622); Real-IAD adds a sample-level score over the
+# views (Wang et al. 2024, arXiv 2403.12580: S-AUROC).
+EXTRA_PRO_LIMITS = {"mvtec_ad2": (0.05, 0.3)}
+
+
+def _masks(mask_paths: np.ndarray, image_paths: np.ndarray
+           ) -> tuple[list[np.ndarray | None] | None, list[tuple[int, int]]]:
+    """Ground truth at original size (None for a good image: only its size, from the header,
+    is kept, so large good images cost no memory) and every image's (H, W); masks None when
+    the dataset has no masks at all."""
     from uadflows.data import image_size, read_mask
 
+    shapes = [image_size(img) for img in image_paths]
     if not any(mask_paths):
-        return None
-    out = []
-    for m, img in zip(mask_paths, image_paths):
-        out.append(read_mask(m) if m else np.zeros(image_size(img), dtype=bool))
-    return out
+        return None, shapes
+    return [read_mask(m) if m else None for m in mask_paths], shapes
+
+
+def _sample_level(labels: np.ndarray, scores: np.ndarray, images: np.ndarray) -> dict[str, float]:
+    """Real-IAD's sample-level metrics: a physical sample's score is the maximum over its
+    views, and it is anomalous when any view is (Real-IAD's S-AUROC)."""
+    import pandas as pd
+
+    from uadflows import metrics as M
+    from uadflows.data.realiad import sample_groups
+
+    frame = pd.DataFrame({"group": sample_groups(list(images)), "label": labels, "score": scores})
+    per_sample = frame.groupby("group", sort=True).max()
+    out = M.image_metrics(per_sample["label"].to_numpy(), per_sample["score"].to_numpy())
+    return {f"sample_{k[len('image_'):]}": v for k, v in out.items()}
 
 
 def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path) -> dict[str, Any]:
@@ -47,17 +68,21 @@ def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path)
 
     labels, scores = d["labels"].astype(int), d["image_scores"].astype(np.float64)
     maps = list(d["maps"])
-    masks = _masks(d["masks"], d["images"])
+    masks, shapes = _masks(d["masks"], d["images"])
     segmentations = list(d["log_nfa"] > 0) if "log_nfa" in d else None
     if masks is None:
         result["note"] = "no ground-truth masks: image-level metrics only"
+    fmt = spec.get("format")
     metrics = M.evaluate(labels, scores, maps, masks, resolution=ev["resolution"],
-                         pro_limit=ev["pro_limit"], segmentations=segmentations)
+                         pro_limit=ev["pro_limit"], segmentations=segmentations,
+                         mask_shapes=shapes, extra_pro_limits=EXTRA_PRO_LIMITS.get(fmt, ()))
+    if fmt == "realiad":
+        metrics.update(_sample_level(labels, scores, d["images"]))
     pro_key = str(d.get("pro_map", "maps"))
     if masks is not None and pro_key != "maps":  # the paper's PRO is on another map
         pro_maps = list(d[pro_key])
         if ev["resolution"] == "original":
-            pro_maps, pro_masks = M.to_mask_resolution(pro_maps, masks), masks
+            pro_maps, pro_masks = M.to_mask_resolution(pro_maps, masks, shapes), masks
         else:
             pro_masks = M.to_map_resolution(pro_maps, masks)
         metrics["au_pro"] = M.au_pro(pro_maps, pro_masks, limit=ev["pro_limit"])

@@ -75,8 +75,11 @@ def private_images(root: Path, category: str, split: str) -> list[Path]:
     folder = root / category / split
     images = _images(folder, f"{split} (unlabelled)")
     suffix = PRIVATE_SPLITS[split]
-    for i, image in enumerate(images):
-        if image.name != f"{i:03d}_{suffix}.png":
-            raise DatasetError(f"{image}: expected {folder / f'{i:03d}_{suffix}.png'} here (the "
-                               "evaluation server needs the names 000, 001, ... in order)")
+    expected = {f"{i:03d}_{suffix}.png" for i in range(len(images))}
+    found = {p.name for p in images}
+    if found != expected:
+        missing, extra = sorted(expected - found), sorted(found - expected)
+        raise DatasetError(f"{folder / extra[0]}: unexpected name, {missing[0]} is missing (the "
+                           f"evaluation server needs 000_{suffix}.png .. "
+                           f"{len(images) - 1:03d}_{suffix}.png)")
     return images

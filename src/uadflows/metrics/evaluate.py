@@ -39,6 +39,7 @@ def evaluate(
     pro_limit: float = 0.3,
     segmentations: Any = None,
     mask_shapes: Any = None,
+    extra_pro_limits: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Image metrics, and when ``masks`` is given pixel metrics (and mIoU), as plain floats.
 
@@ -54,6 +55,7 @@ def evaluate(
         "original" the segmentation is resized nearest to the mask).
     mask_shapes: optional (H, W) per image, the original sizes (needed only for None masks
         at resolution "original").
+    extra_pro_limits: more FPR limits for AU-PRO, each adding ``au_pro_{limit}``.
 
     Returns image_auroc, image_ap, image_f1_max, resolution, pro_limit; with masks also
     pixel_auroc, pixel_ap, pixel_f1_max, au_pro; with segmentations also miou.
@@ -61,6 +63,7 @@ def evaluate(
     if resolution not in RESOLUTIONS:
         raise MetricsError(f"resolution: {resolution!r}, expected one of {RESOLUTIONS}")
     pro_limit = check_limit(pro_limit, "pro_limit")
+    extra_pro_limits = tuple(check_limit(x, "extra_pro_limits") for x in extra_pro_limits)
     out: dict[str, Any] = image_metrics(labels, scores)
     out["resolution"] = resolution
     out["pro_limit"] = pro_limit
@@ -84,7 +87,8 @@ def evaluate(
         sizes = [m.shape for m in map_list]
         pairs = _model_pairs(map_list, mask_list)
     capacity = sum(h * w for h, w in sizes)
-    out.update(metrics_from_scores(collect(pairs, capacity, common_dtype(map_list), regions=True), pro_limit))
+    collected = collect(pairs, capacity, common_dtype(map_list), regions=True)
+    out.update(metrics_from_scores(collected, pro_limit, extra_pro_limits))
 
     if seg_list is not None:
         ious = []
