@@ -20,7 +20,17 @@ BACKBONE_NAMES = {
     "efficientnet_b5": "EffNet-B5",
 }
 DATASET_NAMES = {"mvtec": "MVTec AD", "mvtec_ad": "MVTec AD", "btad": "BTAD", "visa": "VisA",
-                 "demo": "Demo"}
+                 "demo": "Demo", "mpdd": "MPDD", "ksdd2": "KolektorSDD2", "realiad": "Real-IAD",
+                 "mvtec_ad2": "MVTec AD 2"}
+# How each dataset's test set is evaluated (docs/datasets.md), named in every caption.
+DATASET_PROTOCOLS = {
+    "mvtec": "official split", "btad": "official split", "mpdd": "official split",
+    "visa": "one-class split (1cls.csv)",
+    "ksdd2": "official train/test folders, normal train images only",
+    "realiad": "official JSON split (realiad_jsons), every view a sample; sample_* metrics: "
+               "maximum over views",
+    "mvtec_ad2": "test_public, AU-PRO at FPR 0.05 and 0.3 (au_pro_0.05, au_pro_0.3)",
+}
 METRIC_NAMES = {
     "image_auroc": "image AUROC",
     "image_ap": "image AP",
