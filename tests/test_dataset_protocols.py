@@ -1,0 +1,47 @@
+"""The dataset-specific metrics: MVTec AD 2's AU-PRO at two limits, Real-IAD's sample level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uadflows import metrics as M
+from uadflows.evaluate import EXTRA_PRO_LIMITS, _sample_level
+
+
+def _maps_masks(seed=0):
+    rng = np.random.default_rng(seed)
+    masks = [np.zeros((30, 40), bool) for _ in range(4)]
+    masks[1][5:15, 5:20] = True
+    masks[3][20:28, 10:14] = True
+    maps = [rng.normal(size=(15, 20)).astype(np.float32) for _ in range(4)]
+    maps[1][2:8, 2:10] += 1.5
+    maps[3][10:14, 5:7] += 0.7
+    return maps, masks
+
+
+def test_au_pro_at_both_limits_equals_separate_computations():
+    maps, masks = _maps_masks()
+    labels, scores = [0, 1, 0, 1], [0.1, 0.9, 0.3, 0.6]
+    out = M.evaluate(labels, scores, maps, masks, pro_limit=0.3,
+                     extra_pro_limits=EXTRA_PRO_LIMITS["mvtec_ad2"])
+    upsampled = M.to_mask_resolution(maps, masks)
+    assert out["au_pro_0.05"] == pytest.approx(M.au_pro(upsampled, masks, limit=0.05), abs=1e-12)
+    assert out["au_pro_0.3"] == pytest.approx(M.au_pro(upsampled, masks, limit=0.3), abs=1e-12)
+    assert out["au_pro_0.3"] == out["au_pro"] and out["au_pro_0.05"] != out["au_pro_0.3"]
+    assert "au_pro_0.05" not in M.evaluate(labels, scores, maps, masks)
+    with pytest.raises(M.MetricsError, match="extra_pro_limits"):
+        M.evaluate(labels, scores, maps, masks, extra_pro_limits=(0.0,))
+
+
+def test_realiad_sample_level_takes_the_maximum_over_views():
+    # two samples of 3 views: S1 normal, S2 anomalous in one view only
+    images = [f"r/audiojack/{kind}/S000{n}/v{v}.jpg" for kind, n in (("OK", 1), ("NG/HS", 2))
+              for v in range(3)]
+    labels = np.array([0, 0, 0, 0, 1, 0])
+    # max over views: S1 0.8 < S2 0.9; the mean (0.37 > 0.32) or the minimum (0.1 > 0.0)
+    # would rank the normal sample first and give 0
+    scores = np.array([0.2, 0.8, 0.1, 0.05, 0.9, 0.0])
+    out = _sample_level(labels, scores, np.array(images))
+    assert out == {"sample_auroc": 1.0, "sample_ap": 1.0, "sample_f1_max": 1.0}
+    assert _sample_level(labels, scores[[0, 4, 2, 3, 1, 5]], np.array(images))["sample_auroc"] == 0.0
