@@ -99,6 +99,7 @@ def test_bad_maps_are_refused(tmp_path):
         write_map(tmp_path, "can", "test_private", image, np.zeros((*SIZE, 1)), 0.5)
 
 
+@pytest.mark.slow  # 13 min on the loaded 2-core machine (one object, 1 epoch, 8 exports)
 def test_workflow_run_on_mvtec_ad2_then_export(tmp_path):
     """A tiny MVTec AD 2 object through the real workflow (AU-PRO at both limits in
     metrics.json), then its model scores every object's private sets into an export that
