@@ -45,3 +45,32 @@ def test_realiad_sample_level_takes_the_maximum_over_views():
     out = _sample_level(labels, scores, np.array(images))
     assert out == {"sample_auroc": 1.0, "sample_ap": 1.0, "sample_f1_max": 1.0}
     assert _sample_level(labels, scores[[0, 4, 2, 3, 1, 5]], np.array(images))["sample_auroc"] == 0.0
+
+
+def test_mvtec_ad2_pipeline_scores_validation_and_evaluates_both_limits(tmp_path):
+    """Index -> features (train, validation, test) -> 1 epoch -> scores -> metrics.json."""
+    from conftest import TINY_EXTRACTOR, tiny_spec
+
+    from uadflows.data import index_category, write_index
+    from uadflows.data.tiny import make_tiny
+    from uadflows.evaluate import evaluate
+    from uadflows.features import extract, open_cache
+    from uadflows.score import score
+    from uadflows.train import train
+
+    root = make_tiny("mvtec_ad2", tmp_path / "ad2", ("can",), size=(72, 88), n_train=4,
+                     n_test_good=2, n_test_defect=2)
+    index = write_index(index_category("mvtec_ad2", root, "can"), tmp_path / "can.csv")
+    extract(index, tmp_path / "features", TINY_EXTRACTOR, batch_size=8, device="cpu")
+    assert {k: v["n"] for k, v in open_cache(tmp_path / "features")["splits"].items()} == \
+        {"train": 4, "test": 4, "validation": 2}
+    spec = {**tiny_spec(epochs=1), "dataset": "ad2", "format": "mvtec_ad2", "category": "can"}
+    assert train(spec, tmp_path / "features", tmp_path / "run", index_csv=index)["status"] == "ok"
+    score(tmp_path / "run" / "model.pt", tmp_path / "features", tmp_path / "scores.npz",
+          device="cpu")
+    with np.load(tmp_path / "scores.npz") as z:
+        assert z["validation_maps"].shape == (2, 64, 64) and z["maps"].shape == (4, 64, 64)
+        assert all("/validation/good/" in p for p in z["validation_images"])
+    metrics = evaluate(tmp_path / "run" / "model.pt", tmp_path / "scores.npz",
+                       tmp_path / "metrics.json")["metrics"]
+    assert {"au_pro", "au_pro_0.05", "au_pro_0.3"} <= set(metrics)
