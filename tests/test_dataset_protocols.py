@@ -34,6 +34,29 @@ def test_au_pro_at_both_limits_equals_separate_computations():
         M.evaluate(labels, scores, maps, masks, extra_pro_limits=(0.0,))
 
 
+def test_validation_threshold_and_seg_f1():
+    from sklearn.metrics import f1_score
+
+    from uadflows.metrics.segmentation import mean_plus_std_threshold, segmentation_f1
+
+    rng = np.random.default_rng(1)
+    normal = [rng.normal(1000.0, 0.01, size=s) for s in ((30, 40), (8, 8), (50, 20))]
+    flat = np.concatenate([m.ravel() for m in normal])
+    assert mean_plus_std_threshold(normal) == pytest.approx(flat.mean() + 3 * flat.std(), rel=1e-12)
+    maps, masks = _maps_masks()
+    maps = M.to_mask_resolution(maps, masks)
+    f1 = segmentation_f1(zip(maps, masks), 1.0)
+    truth = np.concatenate([m.ravel() for m in masks])
+    pred = np.concatenate([m.ravel() >= 1.0 for m in maps])
+    assert f1 == pytest.approx(f1_score(truth, pred)) and f1 > 0.3
+    shifted = [np.roll(m, 12, axis=1) for m in masks]  # a misaligned mask scores lower
+    assert segmentation_f1(zip(maps, shifted), 1.0) < f1 / 2
+    with pytest.raises(M.MetricsError, match="no anomalous pixel"):
+        segmentation_f1(zip(maps, [np.zeros_like(m) for m in masks]), 1.0)
+    with pytest.raises(M.MetricsError, match="validation maps: none given"):
+        mean_plus_std_threshold([])
+
+
 def test_realiad_sample_level_takes_the_maximum_over_views():
     # two samples of 3 views: S1 normal, S2 anomalous in one view only
     images = [f"r/audiojack/{kind}/S000{n}/v{v}.jpg" for kind, n in (("OK", 1), ("NG/HS", 2))
@@ -73,4 +96,8 @@ def test_mvtec_ad2_pipeline_scores_validation_and_evaluates_both_limits(tmp_path
         assert all("/validation/good/" in p for p in z["validation_images"])
     metrics = evaluate(tmp_path / "run" / "model.pt", tmp_path / "scores.npz",
                        tmp_path / "metrics.json")["metrics"]
-    assert {"au_pro", "au_pro_0.05", "au_pro_0.3"} <= set(metrics)
+    assert {"au_pro", "au_pro_0.05", "au_pro_0.3", "seg_f1"} <= set(metrics)
+    with np.load(tmp_path / "scores.npz") as z:  # the threshold is the validation maps' own
+        up = [M.to_mask_resolution([m], [np.zeros((72, 88), bool)])[0] for m in z["validation_maps"]]
+    flat = np.concatenate([u.ravel() for u in up]).astype(np.float64)
+    assert metrics["validation_threshold"] == pytest.approx(flat.mean() + 3 * flat.std())

@@ -34,6 +34,23 @@ def _masks(mask_paths: np.ndarray, image_paths: np.ndarray
     return [read_mask(m) if m else None for m in mask_paths], shapes
 
 
+def _validation_segmentation(d: dict, masks: list | None, shapes: list) -> dict[str, float]:
+    """MVTec AD 2: the threshold from the validation maps (mean + 3 std of their pixels, at
+    each image's full size) and the SegF1 of the test maps binarized with it (full size)."""
+    from uadflows.data import image_size
+    from uadflows.metrics.resize import upsample_map
+    from uadflows.metrics.segmentation import mean_plus_std_threshold, segmentation_f1
+
+    validation = (upsample_map(m, image_size(p))
+                  for m, p in zip(d["validation_maps"], d["validation_images"]))
+    threshold = mean_plus_std_threshold(validation, k=3.0)
+    if masks is None:
+        return {"validation_threshold": threshold}
+    pairs = ((upsample_map(m, shape), np.zeros(shape, bool) if mask is None else mask)
+             for m, mask, shape in zip(d["maps"], masks, shapes))
+    return {"validation_threshold": threshold, "seg_f1": segmentation_f1(pairs, threshold)}
+
+
 def _sample_level(labels: np.ndarray, scores: np.ndarray, images: np.ndarray) -> dict[str, float]:
     """Real-IAD's sample-level metrics: a physical sample's score is the maximum over its
     views, and it is anomalous when any view is (Real-IAD's S-AUROC)."""
@@ -78,6 +95,8 @@ def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path)
                          mask_shapes=shapes, extra_pro_limits=EXTRA_PRO_LIMITS.get(fmt, ()))
     if fmt == "realiad":
         metrics.update(_sample_level(labels, scores, d["images"]))
+    if "validation_maps" in d:
+        metrics.update(_validation_segmentation(d, masks, shapes))
     pro_key = str(d.get("pro_map", "maps"))
     if masks is not None and pro_key != "maps":  # the paper's PRO is on another map
         pro_maps = list(d[pro_key])
