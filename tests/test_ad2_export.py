@@ -4,6 +4,7 @@ named by file) and a real export from a model trained through the workflow."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,12 +102,13 @@ def test_bad_maps_are_refused(tmp_path):
 
 @pytest.mark.slow  # 13 min on the loaded 2-core machine (one object, 1 epoch, 8 exports)
 def test_workflow_run_on_mvtec_ad2_then_export(tmp_path):
-    """A tiny MVTec AD 2 object through the real workflow (AU-PRO at both limits in
-    metrics.json), then its model scores every object's private sets into an export that
-    the check accepts (one model for all 8 objects: this tests the files, not detection)."""
+    """A tiny MVTec AD 2 object through the real workflow (metrics.json: AU-PRO at both
+    limits, the validation threshold, SegF1), then its model scores every object's private
+    sets into an export that the check accepts (one model for all 8 objects: this tests
+    the files, not detection)."""
     root = make_tiny("mvtec_ad2", tmp_path / "ad2", AD2_OBJECTS, size=(72, 88), n_train=6,
                      n_test_good=3, n_test_defect=3)
-    config = yaml.safe_load(open("configs/test/tiny.yaml"))
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs/test/tiny.yaml").read_text())
     config["datasets"] = {"ad2": {"format": "mvtec_ad2", "root": str(root), "categories": ["can"]}}
     config["models"]["fastflow"]["epochs"] = 1
     config["report"]["figures"] = False
@@ -116,11 +118,12 @@ def test_workflow_run_on_mvtec_ad2_then_export(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert 0 <= metrics["au_pro_0.05"] <= 1 and 0 <= metrics["au_pro_0.3"] <= 1
     assert metrics["au_pro_0.3"] == pytest.approx(metrics["au_pro"])  # pro_limit 0.3
+    assert 0 <= metrics["seg_f1"] <= 1 and "validation_threshold" in metrics
     out = tmp_path / "export"
-    for obj in AD2_OBJECTS:
+    for obj in AD2_OBJECTS:  # the threshold: the run's validation_threshold
         assert main(["export-ad2", "--model", str(run / "model.pt"), "--root", str(root),
-                     "--category", obj, "--out", str(out), "--threshold", "0.5",
-                     "--device", "cpu", "--threads", "1"]) == 0
+                     "--category", obj, "--out", str(out), "--device", "cpu",
+                     "--threads", "1"]) == 0
     assert check_export(out, root) == []
     tiff = tifffile.imread(out / MAPS / "can" / "test_private" / "000_regular.tiff")
     assert tiff.shape == (72, 88) and tiff.dtype == np.float16 and np.ptp(tiff) > 0

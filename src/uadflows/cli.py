@@ -178,8 +178,17 @@ def cmd_export_ad2(a) -> int:
     from uadflows.data import DatasetError
 
     _log_job(a.threads)
+    threshold = a.threshold
+    if threshold is None:  # the run's own, chosen on its validation images by `evaluate`
+        metrics_json = Path(a.model).with_name("metrics.json")
+        try:
+            threshold = json.loads(metrics_json.read_text())["metrics"]["validation_threshold"]
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            print(f"error: {metrics_json}: no validation_threshold ({e!r}); evaluate the run "
+                  "first or give --threshold", file=sys.stderr)
+            return 2
     try:
-        n = export_category(a.model, a.root, a.category, a.out, threshold=a.threshold,
+        n = export_category(a.model, a.root, a.category, a.out, threshold=threshold,
                             extractor_args=a.extractor, batch_size=a.batch_size, device=a.device)
     except (ExportError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -305,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", required=True, help="the MVTec AD 2 root")
     s.add_argument("--category", required=True)
     s.add_argument("--out", required=True, help="the export folder (shared by the 8 objects)")
-    s.add_argument("--threshold", required=True, type=float,
-                   help="map value at and above which a pixel is anomalous (choose it on validation)")
+    s.add_argument("--threshold", type=float,
+                   help="map value at and above which a pixel is anomalous (default: the "
+                   "run's validation_threshold in the metrics.json beside --model)")
     s.add_argument("--extractor", type=_json, help="extractor arguments (JSON); default: the run's")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--device", default="auto")
