@@ -40,6 +40,10 @@ METRIC_NAMES = {
     "pixel_f1_max": "pixel F1-max",
     "au_pro": "AU-PRO",
     "miou": "mIoU (log NFA = 0)",
+    "au_pro_0.05": "AU-PRO (FPR limit 0.05)",
+    "au_pro_0.3": "AU-PRO (FPR limit 0.3)",
+    "seg_f1": "SegF1 (validation threshold)",
+    "sample_auroc": "sample AUROC (max over views)",
 }
 
 
@@ -53,6 +57,10 @@ METRIC_SHORT = {
     "pixel_f1_max": "P-F1max",
     "au_pro": "AU-PRO",
     "miou": "mIoU",
+    "au_pro_0.05": "AU-PRO 0.05",
+    "au_pro_0.3": "AU-PRO 0.3",
+    "seg_f1": "SegF1",
+    "sample_auroc": "S-AUROC",
 }
 
 
