@@ -87,14 +87,17 @@ def test_mvtec_ad2_pipeline_scores_validation_and_evaluates_both_limits(tmp_path
     extract(index, tmp_path / "features", TINY_EXTRACTOR, batch_size=8, device="cpu")
     assert {k: v["n"] for k, v in open_cache(tmp_path / "features")["splits"].items()} == \
         {"train": 4, "test": 4, "validation": 2}
-    spec = {**tiny_spec(epochs=1), "dataset": "ad2", "format": "mvtec_ad2", "category": "can"}
-    assert train(spec, tmp_path / "features", tmp_path / "run", index_csv=index)["status"] == "ok"
-    score(tmp_path / "run" / "model.pt", tmp_path / "features", tmp_path / "scores.npz",
-          device="cpu")
+    spec = tiny_spec(epochs=1).model_copy(update={"dataset": "ad2", "format": "mvtec_ad2",
+                                                  "category": "can"})
+    run = tmp_path / "run"
+    run.mkdir()
+    spec.save(run / "spec.json")
+    assert train(spec, tmp_path / "features", run, index_csv=index)["status"] == "ok"
+    score(run / "model.pt", tmp_path / "features", tmp_path / "scores.npz", device="cpu")
     with np.load(tmp_path / "scores.npz") as z:
         assert z["validation_maps"].shape == (2, 64, 64) and z["maps"].shape == (4, 64, 64)
         assert all("/validation/good/" in p for p in z["validation_images"])
-    metrics = evaluate(tmp_path / "run" / "model.pt", tmp_path / "scores.npz",
+    metrics = evaluate(run / "spec.json", run / "summary.json", tmp_path / "scores.npz",
                        tmp_path / "metrics.json")["metrics"]
     assert {"au_pro", "au_pro_0.05", "au_pro_0.3", "seg_f1"} <= set(metrics)
     with np.load(tmp_path / "scores.npz") as z:  # the threshold is the validation maps' own

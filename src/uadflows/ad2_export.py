@@ -164,16 +164,16 @@ def export_category(model_pt: str | Path, root: str | Path, category: str, out: 
     from uadflows.train import load_model
 
     dev = resolve_device(device)
-    model, ck = load_model(model_pt, dev)
+    model, spec, _ = load_model(model_pt, "cpu")
     if model is None:
         raise ExportError(f"{model_pt}: the run failed, there is no model to export")
-    spec = ck["spec"]
+    model.to(dev)
     if not np.isfinite(threshold):
         raise ExportError(f"threshold {threshold!r}: expected a finite number")
-    args = extractor_args or {"name": spec["backbone"], "image_size": spec["image_size"][0],
-                              "pretrained": spec["pretrained"], "weights_file": spec["weights_file"]}
+    args = extractor_args or {"name": spec.backbone, "image_size": spec.image_size[0],
+                              "pretrained": spec.pretrained, "weights_file": spec.weights_file}
     extractor = create_extractor(**{k: v for k, v in args.items() if v is not None}).to(dev).eval()
-    size = tuple(spec["image_size"])
+    size = tuple(spec.image_size)
     root, out, n = Path(root), Path(out), 0
     for split in PRIVATE_SPLITS:
         images = private_images(root, category, split)
