@@ -41,6 +41,7 @@ def evaluate(
     mask_shapes: Any = None,
     on_pair: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     on_iou: Callable[[int, float], None] | None = None,
+    extra_pro_limits: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Image metrics, and when ``masks`` is given pixel metrics (and mIoU), as plain floats.
 
@@ -60,6 +61,7 @@ def evaluate(
         as it is evaluated, at the evaluation's resolution (e.g. to record per-image
         histograms, uadflows.stats.records) without upsampling the maps a second time.
     on_iou: optional callable, called with (index, IoU) of each image's segmentation.
+    extra_pro_limits: more FPR limits for AU-PRO, each adding ``au_pro_{limit}``.
 
     Returns image_auroc, image_ap, image_f1_max, resolution, pro_limit; with masks also
     pixel_auroc, pixel_ap, pixel_f1_max, au_pro; with segmentations also miou.
@@ -67,6 +69,7 @@ def evaluate(
     if resolution not in RESOLUTIONS:
         raise MetricsError(f"resolution: {resolution!r}, expected one of {RESOLUTIONS}")
     pro_limit = check_limit(pro_limit, "pro_limit")
+    extra_pro_limits = tuple(check_limit(x, "extra_pro_limits") for x in extra_pro_limits)
     out: dict[str, Any] = image_metrics(labels, scores)
     out["resolution"] = resolution
     out["pro_limit"] = pro_limit
@@ -92,7 +95,8 @@ def evaluate(
     if on_pair is not None:
         pairs = _observed(pairs, on_pair)
     capacity = sum(h * w for h, w in sizes)
-    out.update(metrics_from_scores(collect(pairs, capacity, common_dtype(map_list), regions=True), pro_limit))
+    collected = collect(pairs, capacity, common_dtype(map_list), regions=True)
+    out.update(metrics_from_scores(collected, pro_limit, extra_pro_limits))
 
     if seg_list is not None:
         ious = []

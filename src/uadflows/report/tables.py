@@ -22,6 +22,7 @@ import pandas as pd
 from uadflows.report import significance
 from uadflows.report.cells import Cell, bold_best, mean_cell, notes_for, run_cell
 from uadflows.report.labels import (
+    DATASET_PROTOCOLS,
     METRIC_SHORT,
     backbone_name,
     dataset_name,
@@ -76,7 +77,8 @@ def write_tables(
     for (dataset, resolution, protocol), group in runs.groupby(
         ["dataset", "resolution", "protocol"], sort=True
     ):
-        context = _Context(dataset, resolution, protocol, float(group["pro_limit"].iloc[0]))
+        context = _Context(dataset, resolution, protocol, float(group["pro_limit"].iloc[0]),
+                           DATASET_PROTOCOLS.get(_dataset_format(group, metrics_csv), ""))
         context.spread, context.resamples, context.seed = spread, resamples, seed
         files, lines = _write_group(group, context, reference, out, metrics_csv)
         groups.append(files)
@@ -133,15 +135,19 @@ def _write_group(group: pd.DataFrame, context: "_Context", reference: pd.DataFra
 class _Context:
     """What a caption must say about how the numbers were obtained."""
 
-    def __init__(self, dataset: str, resolution: str, protocol: str, pro_limit: float):
+    def __init__(self, dataset: str, resolution: str, protocol: str, pro_limit: float,
+                 evaluation: str = ""):
         self.dataset, self.resolution, self.protocol = dataset, resolution, protocol
         self.pro_limit = pro_limit
         self.spread, self.resamples, self.seed = "std", 1000, 0
+        self.evaluation = evaluation  # the dataset's own protocol (DATASET_PROTOCOLS)
 
     def caption(self, what: str) -> str:
         resolution = RESOLUTION_TEXT.get(self.resolution, f"resolution {self.resolution}")
-        return (f"{tex_escape(dataset_name(self.dataset))}: {what}; {tex_escape(resolution)}; "
-                f"protocol {tex_escape(self.protocol)}")
+        dataset = tex_escape(dataset_name(self.dataset))
+        if self.evaluation:
+            dataset += f" ({tex_escape(self.evaluation)})"
+        return f"{dataset}: {what}; {tex_escape(resolution)}; protocol {tex_escape(self.protocol)}"
 
 
 # ---- grids of cells ---------------------------------------------------------------------
@@ -424,6 +430,8 @@ def _failed_latex(failed: pd.DataFrame) -> str:
 def _summary_section(ctx: _Context, overview: pd.DataFrame, main: pd.DataFrame | None) -> list[str]:
     lines = ["", f"## {dataset_name(ctx.dataset)} ({ctx.dataset}): resolution {ctx.resolution}, "
              f"protocol {ctx.protocol}", "", "Mean over categories:", ""]
+    if ctx.evaluation:
+        lines[2:2] = [f"Dataset protocol: {ctx.evaluation}.", ""]
     text = overview.map(Cell.markdown)
     text.columns = [metric_name(m, ctx.pro_limit) for m in overview.columns]
     lines.append(_markdown(text))
