@@ -18,7 +18,7 @@ import os
 
 from uadflows.backbones import weights
 from uadflows.backbones.base import SPEC_ONLY, Extractor, ExtractorSpec, SpecOnlyExtractor
-from uadflows.backbones.setups import MULTI_SETUPS, VIT_SETUPS, available, cnn_setup, extractor_spec, kind_of, split_name
+from uadflows.backbones.setups import MULTI_SETUPS, PYRAMID_SETUPS, VIT_SETUPS, available, cnn_setup, extractor_spec, kind_of, split_name
 
 
 def create_extractor(
@@ -47,6 +47,12 @@ def create_extractor(
             source = weights.resolve(part, pretrained=pretrained, cache_dir=cache_dir)
             parts.append(build_vit(part_spec, source, VIT_SETUPS[part]))
         return MultiScaleExtractor(spec, parts)
+    if kind == "pyramid":
+        from uadflows.backbones.pyramid import build_pyramid
+
+        setup = PYRAMID_SETUPS[name]
+        source = weights.resolve(setup.model, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
+        return build_pyramid(spec, source, setup)
     source = weights.resolve(name, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
     if kind == "vit":
         from uadflows.backbones.vit import build_vit

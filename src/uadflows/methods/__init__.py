@@ -17,6 +17,7 @@ from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 _REGISTRY: dict[str, Callable[..., FlowMethod]] = {}
 # Modules imported on first use, so `import uadflows.methods` stays light.
 _MODULES = {
+    "csflow": "uadflows.methods.csflow",
     "fastflow": "uadflows.methods.fastflow",
     "msflow": "uadflows.methods.msflow",
     "uflow": "uadflows.methods.uflow",
