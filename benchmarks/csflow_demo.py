@@ -26,7 +26,7 @@ from speed_common import table  # noqa: E402
 
 ROOT = HERE.parent
 MODELS = ("csflow-effnet", "fastflow-effnet")  # csflow measured, fastflow the control
-COLUMNS = ["model", "category", "image_auroc", "pixel_auroc", "au_pro", "train_seconds", "epochs", "flow_params"]
+COLUMNS = ["model", "category", "image_auroc", "pixel_auroc", "au_pro", "train_seconds", "extract_seconds", "flow_params"]
 
 
 def demo_models(names=MODELS) -> dict:
