@@ -35,16 +35,13 @@ def demo_models(names=MODELS) -> dict:
     return {name: models[name] for name in names}
 
 
-def job_spec(name: str, m: dict, category: str) -> dict:
-    size = m["image_size"]
-    params = dict(m.get("params") or {})
-    return {
-        "sweep": "csflow-demo", "dataset": "demo", "format": "demo", "category": category, "model": name,
-        "method": m["method"], "backbone": m["backbone"], "seed": 0, "image_size": [size, size],
-        "pretrained": m.get("pretrained", True), "weights_file": None, "extractor": "x", "params": params,
-        "train": {"epochs": m["epochs"], "batch_size": m["batch_size"], "lr": m.get("lr"), "checkpoint_every": 100},
-        "evaluation": {"resolution": "original", "pro_limit": 0.3}, "device": "cpu", "protocol": "last-epoch",
-    }
+def job_spec(name: str, category: str):
+    """The demo plan's own job spec of this model and category, on the CPU."""
+    from uadflows.config import load_plan, read_config
+
+    plan = load_plan(read_config(ROOT / "config.yaml"), check_roots=False)
+    run = next(r for r in plan.runs if r.model == name and r.category == category)
+    return plan.spec(run).model_copy(update={"device": "cpu"})
 
 
 def run(work: Path, categories: list[str], names=MODELS) -> list[dict]:
@@ -67,9 +64,11 @@ def run(work: Path, categories: list[str], names=MODELS) -> list[dict]:
                     batch_size=16, device="cpu")
             extract_s = time.perf_counter() - t0
             out = work / "runs" / category / name
-            summary = train(job_spec(name, m, category), cache, out, index_csv=index)
+            spec = job_spec(name, category)
+            summary = train(spec, cache, out, index_csv=index)
+            spec.save(out / "spec.json")
             score(out / "model.pt", cache, out / "scores.npz", device="cpu", index_csv=index)
-            result = evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")
+            result = evaluate(out / "spec.json", out / "summary.json", out / "scores.npz", out / "metrics.json")
             metrics = result.get("metrics", {})
             rows.append({
                 "model": name, "category": category, "status": result["status"],

@@ -7,12 +7,14 @@ from dataclasses import replace
 import torch
 
 from uadflows.backbones.base import Extractor
+from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 from uadflows.methods.csflow.anomaly_map import csflow_anomaly_maps
 from uadflows.methods.csflow.config import CSFlowConfig
 from uadflows.methods.csflow.coupling import CrossScaleFlow
 
 
+@register("csflow")
 class CSFlow(FlowMethod):
     """The extractor's maps of one image at several scales (same channels, each half the
     size of the previous one: the ``cs_effnet_*`` set-ups) -> the cross-scale flow -> one
@@ -20,7 +22,10 @@ class CSFlow(FlowMethod):
     of scale s summed over the blocks; their sum is the flow's log-determinant.
     """
 
-    name = "csflow"
+    label = "CS-Flow"
+    config_class = CSFlowConfig
+    default_backbone = "cs_effnet_b5"
+    default_image_size = 768  # the recipe's (CSFlowConfig.image_size)
 
     def __init__(self, backbone: Extractor, config: CSFlowConfig | None = None):
         super().__init__(backbone)
@@ -74,11 +79,15 @@ class CSFlow(FlowMethod):
     def anomaly_maps(self, out: FlowOutput, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         return csflow_anomaly_maps(out.z, tuple(size))
 
-    def train_setup(self, epochs: int, steps_per_epoch: int) -> TrainSetup:
+    @classmethod
+    def from_params(cls, extractor: Extractor, **params) -> "CSFlow":
+        return cls(extractor, CSFlowConfig.from_kwargs(**params))
+
+    def train_setup(self, epochs: int, steps_per_epoch: int, lr: float | None = None) -> TrainSetup:
         """Adam (lr 2e-4, eps 1e-4, weight decay 1e-5; cs-flow train.py:12), no schedule,
-        gradient norm clipped at 1 (train.py:43)."""
+        gradient norm clipped at 1 (train.py:43). ``lr`` None: the recipe's."""
         optimizer = torch.optim.Adam(
-            self.trainable_parameters(), lr=self.config.lr, eps=self.config.adam_eps,
+            self.trainable_parameters(), lr=lr or self.config.lr, eps=self.config.adam_eps,
             weight_decay=self.config.weight_decay,
         )
         return TrainSetup(optimizer=optimizer, grad_clip=self.config.grad_clip)
