@@ -48,7 +48,8 @@ def create_extractor(
     ``spec.image_size`` -> list of (B, C_s, H_s, W_s); normalisation happens inside.
     (A weightless stand-in with the same spec: ``SpecOnlyExtractor(extractor_spec(...))``.)"""
     from uadflows.backbones import weights
-    from uadflows.backbones.setups import MULTI_SETUPS, VIT_SETUPS, cnn_setup, extractor_spec, kind_of, split_name
+    from uadflows.backbones.setups import (MULTI_SETUPS, PYRAMID_SETUPS, VIT_SETUPS, cnn_setup, extractor_spec,
+                                           kind_of, split_name)
 
     spec = extractor_spec(name, image_size=image_size, pretrained=pretrained, weights_file=weights_file)
     kind = kind_of(name)
@@ -61,6 +62,12 @@ def create_extractor(
             source = weights.resolve(part, pretrained=pretrained, cache_dir=cache_dir)
             parts.append(build_vit(part_spec, source, VIT_SETUPS[part]))
         return MultiScaleExtractor(spec, parts)
+    if kind == "pyramid":
+        from uadflows.backbones.pyramid import build_pyramid
+
+        setup = PYRAMID_SETUPS[name]
+        source = weights.resolve(setup.model, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
+        return build_pyramid(spec, source, setup)
     source = weights.resolve(name, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
     if kind == "vit":
         from uadflows.backbones.vit import build_vit
