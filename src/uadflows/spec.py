@@ -51,6 +51,15 @@ class EvaluationOptions(_Frozen):
     pro_limit: float = Field(0.3, gt=0, le=1)
 
 
+class StatisticsOptions(_Frozen):
+    """Uncertainty of every metric (uadflows.stats, docs/statistics.md)."""
+
+    resamples: int = Field(1000, ge=10, description="bootstrap resamples of the test images")
+    seed: int = Field(0, ge=0, description="seed of the resampling")
+    level: float = Field(0.95, gt=0, lt=1, description="interval level")
+    bins: int = Field(24576, ge=16, description="global bins of the per-image pixel histograms")
+
+
 class JobSpec(_Frozen):
     version: Literal[1] = SPEC_VERSION
     sweep: str
@@ -70,6 +79,7 @@ class JobSpec(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainOptions
     evaluation: EvaluationOptions = EvaluationOptions()
+    statistics: StatisticsOptions = StatisticsOptions()
 
     @property
     def key(self) -> str:

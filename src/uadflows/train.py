@@ -170,23 +170,31 @@ def train(
         model.train()
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(data))
         total, count = 0.0, 0
+        z2_sums: list[float] = []
         for idx, feats in data.batches(batch_size, order, dev):
             with autocast:
-                loss = model.loss(flow(feats))
+                out = flow(feats)
+                loss = model.loss(out)
             if not torch.isfinite(loss):
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break
             optimizer_step(model, setup, loss)
             total += loss.item() * len(idx)
             count += len(idx)
+            z2 = [zs.detach().float().pow(2).mean().item() * len(idx) for zs in out.z]
+            z2_sums = [a + b for a, b in zip(z2_sums, z2)] if z2_sums else z2
         if error:
             break
         lr = setup.optimizer.param_groups[0]["lr"]
         if setup.scheduler is not None and setup.scheduler_interval == "epoch":
             setup.scheduler.step()
+        # Mean z^2 per latent dimension on the training batches, per scale: ~1 for a flow
+        # that fits its training data (z ~ N(0, I)); far above 1 means under-fitted.
+        z2_mean = {f"z2_scale{s}": v / count for s, v in enumerate(z2_sums)}
         history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr,
-                        "seconds": time.perf_counter() - t0})
-        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f}", flush=True)
+                        "seconds": time.perf_counter() - t0, **z2_mean})
+        z2_text = " ".join(f"{v:.3f}" for v in z2_mean.values())
+        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f} mean z^2 per scale {z2_text}", flush=True)
         done = epoch + 1
         if done % opts.checkpoint_every == 0 or done == epochs or done == stop_after_epoch:
             _save({"spec": spec.to_json(), "epoch": done, "history": history,
@@ -228,7 +236,8 @@ def peak_rss_mb() -> float:
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["epoch", "loss", "lr", "seconds"])
+            z2_keys = sorted({k for h in history for k in h if k.startswith("z2_scale")})
+            w = csv.DictWriter(f, fieldnames=["epoch", "loss", "lr", "seconds", *z2_keys])
             w.writeheader()
             w.writerows(history)
 

@@ -23,7 +23,6 @@ Cache layout (one folder, shared by every job):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
 
 from uadflows.backbones import efficientnet_lite0
+from uadflows.backbones.tags import file_sha256
 
 if TYPE_CHECKING:  # torch and timm are imported where weights are read or built, not
     # here: planning resolves weight ids from the set-up table (setups.py) without them
@@ -58,12 +58,12 @@ class WeightsSource:
 
 def pretrained_tag(model: str) -> str:
     """timm's pretrained tag for ``model`` ("resnet18" -> "a1_in1k"); explicit tags kept.
-    The set-ups' default tags come from their table (checked against timm by a test)."""
-    from uadflows.backbones.setups import default_weights_tag
+    The set-ups' default tags come from tags.DEFAULT_TAGS (checked against timm by a test):
+    planning asks timm only for other names."""
+    from uadflows.backbones.tags import DEFAULT_TAGS
 
-    tag = default_weights_tag(model)
-    if tag:
-        return tag
+    if model in DEFAULT_TAGS:
+        return DEFAULT_TAGS[model]
     import timm
 
     try:
@@ -73,25 +73,6 @@ def pretrained_tag(model: str) -> str:
     if cfg is None or not cfg.tag:
         raise KeyError(f"backbone {model!r}: timm knows no pretrained weights for it")
     return cfg.tag
-
-
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file (memoised on path, size and mtime: weights files are large)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"weights file not found: {p}")
-    st = p.stat()
-    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _sha_memo:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _sha_memo[memo_key] = h.hexdigest()
-    return _sha_memo[memo_key]
 
 
 def file_weights_id(path: str | os.PathLike) -> str:
