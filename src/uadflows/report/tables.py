@@ -80,6 +80,7 @@ def write_tables(
         context = _Context(dataset, resolution, protocol, float(group["pro_limit"].iloc[0]),
                            DATASET_PROTOCOLS.get(_dataset_format(group, metrics_csv), ""))
         context.spread, context.resamples, context.seed = spread, resamples, seed
+        context.weights = _weights_text(group)
         files, lines = _write_group(group, context, reference, out, metrics_csv)
         groups.append(files)
         summary += lines
@@ -141,13 +142,24 @@ class _Context:
         self.pro_limit = pro_limit
         self.spread, self.resamples, self.seed = "std", 1000, 0
         self.evaluation = evaluation  # the dataset's own protocol (DATASET_PROTOCOLS)
+        self.weights = ""  # the backbones' exact weights (their tags), for the caption
 
     def caption(self, what: str) -> str:
         resolution = RESOLUTION_TEXT.get(self.resolution, f"resolution {self.resolution}")
         dataset = tex_escape(dataset_name(self.dataset))
         if self.evaluation:
             dataset += f" ({tex_escape(self.evaluation)})"
-        return f"{dataset}: {what}; {tex_escape(resolution)}; protocol {tex_escape(self.protocol)}"
+        weights = f"; weights {tex_escape(self.weights)}" if self.weights else ""
+        return f"{dataset}: {what}; {tex_escape(resolution)}; protocol {tex_escape(self.protocol)}{weights}"
+
+
+def _weights_text(group: pd.DataFrame) -> str:
+    """"backbone: tag" for each backbone of the group (tags too long for a caption, such as
+    a packaged file's digest, are cut after the file name)."""
+    if "weights" not in group:
+        return ""
+    pairs = group[["backbone", "weights"]].dropna().drop_duplicates().sort_values("backbone")
+    return ", ".join(f"{b}: {str(w).split('#')[0]}" for b, w in zip(pairs["backbone"], pairs["weights"]) if w)
 
 
 # ---- grids of cells ---------------------------------------------------------------------
