@@ -20,6 +20,36 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 TINY_EXTRACTOR = {"name": "tf_efficientnet_lite0", "image_size": 64, "pretrained": True}
 
+# The shared data beside the clone (CI copies shared/ next to its fresh clone);
+# UADFLOWS_SHARED points elsewhere, e.g. from a git worktree.
+SHARED = Path(os.environ.get("UADFLOWS_SHARED") or ROOT.parent / "shared")
+MPDD = SHARED / "data" / "mpdd_metal_plate"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str | None) -> None:
+    """Skip the calling test because ``reason`` (SLURM, pdflatex, the shared data...) is
+    missing; under CI=true fail instead: CI installs all of them, so a skip would hide a
+    broken install behind a green run. ``None``: nothing is missing, carry on."""
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}: CI must run this test, not skip it", pytrace=False)
+    pytest.skip(reason)
+
+
+def needs_pdflatex() -> None:
+    unavailable(None if shutil.which("pdflatex") else
+                "pdflatex not on PATH (install texlive-latex-recommended texlive-latex-base)")
+
+
+def needs_mpdd() -> Path:
+    unavailable(None if MPDD.is_dir() else f"real MPDD category not present at {MPDD}")
+    return MPDD
+
 
 @pytest.fixture(scope="session")
 def tiny_category(tmp_path_factory):

@@ -3,7 +3,7 @@ tiny workflow run through a real single-node SLURM (tests/slurm_cluster.py).
 
 Fast tests read the profile as Snakemake does and dry-run the real workflow through it.
 The integration test (marked slurm and slow) needs root and Debian's slurm-wlm + munge
-(.ci/install-slurm.sh); elsewhere it skips with the reason.
+(.ci/install-slurm.sh); elsewhere it skips with the reason (under CI=true it fails).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from conftest import unavailable
 from slurm_cluster import LocalSlurm, why_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,8 +325,7 @@ CORES = "2"
 @pytest.fixture(scope="module")
 def local_slurm(tmp_path_factory):
     reason = why_unavailable()
-    if reason:
-        pytest.skip(f"no local SLURM: {reason}")
+    unavailable(f"no local SLURM: {reason}" if reason else None)
     # Room for two 2-thread jobs at once, as on a cluster with more than one node.
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=2 * int(CORES))
     cluster.start()
