@@ -70,8 +70,10 @@ def flow_parameter_count(model: torch.nn.Module) -> int:
 
 
 def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a Python file: a full disk then surfaces as ENOSPC (atomic_path names the path)
+    # rather than as torch's bare "unexpected pos" error.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _load_state(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
