@@ -81,13 +81,20 @@ def cmd_extract(a) -> int:
 
 def cmd_train(a) -> int:
     from uadflows.features import ensure_cache
+    from uadflows.preemption import Preempted, StopRequest
     from uadflows.train import train
 
     _log_job(a.threads)
     spec = a.spec
     if a.index and a.extractor:
         ensure_cache(a.features, a.index, a.extractor, device=spec.get("device", "auto"))
-    summary = train(spec, a.features, a.out, index_csv=a.index, stop_after_epoch=a.stop_after_epoch)
+    with StopRequest() as stop:  # SLURM's SIGTERM / SIGUSR1: checkpoint, then exit
+        try:
+            summary = train(spec, a.features, a.out, index_csv=a.index,
+                            stop_after_epoch=a.stop_after_epoch, stop=stop)
+        except Preempted as e:
+            print(f"stopped: {e}", flush=True)
+            return e.exit_code
     print(json.dumps(summary))
     return 0
 

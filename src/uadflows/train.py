@@ -23,6 +23,7 @@ import torch
 
 from uadflows.features import load_split, resolve_device
 from uadflows.io import atomic_path
+from uadflows.preemption import Preempted, StopRequest
 
 STATE_FILE = "train_state.pt"
 
@@ -115,10 +116,13 @@ def train(
     *,
     index_csv: str | Path | None = None,
     stop_after_epoch: int | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train one run; write ``model.pt`` and ``history.csv`` into ``out_dir``.
 
     ``stop_after_epoch`` ends the process's work early (tests of resumption).
+    ``stop``: a scheduler's signal (pre-emption, time limit) seen there ends the current
+    epoch with a checkpoint and raises Preempted (uadflows.preemption).
     Returns a summary dict (status, epochs, seconds, flow_params).
     """
     out_dir = Path(out_dir)
@@ -177,11 +181,15 @@ def train(
                         "seconds": time.perf_counter() - t0})
         print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f}", flush=True)
         done = epoch + 1
-        if done % every == 0 or done == epochs or done == stop_after_epoch:
+        preempted = stop is not None and stop.signum is not None and done < epochs
+        if done % every == 0 or done == epochs or done == stop_after_epoch or preempted:
             _save({"spec": spec, "epoch": done, "history": history,
                    "model": trainable_state(model), "optimizer": setup.optimizer.state_dict(),
                    "scheduler": setup.scheduler.state_dict() if setup.scheduler else None},
                   state_path)
+        if preempted:
+            raise Preempted(f"{name}: {stop.name} received, checkpoint written after epoch "
+                            f"{done}/{epochs}; run again to resume from it", stop.signum)
         if done == stop_after_epoch and done < epochs:
             return {"status": "stopped", "epochs": done}
 
