@@ -97,3 +97,37 @@ def tiny_workflow(tmp_path_factory):
     shutil.copy(ROOT / "configs/test/tiny.yaml", work / "config.yaml")
     snakemake(work)
     return work
+
+
+RESUME_EPOCHS = 12
+RESUME_RUN = "results/runs/demo/brick/fastflow/seed0"
+
+
+def resume_workdir(path: Path) -> Path:
+    """The tiny workflow cut to one run (brick) of RESUME_EPOCHS epochs, a checkpoint after
+    each: long enough to be interrupted mid-training (the fault tests of issue 20)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs/test/tiny.yaml").read_text())
+    config["datasets"]["demo"]["categories"] = ["brick"]
+    config["models"]["fastflow"].update(epochs=RESUME_EPOCHS, checkpoint_every=1)
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def checkpoint_epoch(work: Path) -> int:
+    """The epoch of the run's last training checkpoint (0: none yet)."""
+    state = work / RESUME_RUN / "train_state.pt"
+    try:
+        return int(torch.load(state, map_location="cpu", weights_only=False)["epoch"])
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+
+
+@pytest.fixture(scope="session")
+def resume_reference(tmp_path_factory) -> Path:
+    """The resume config run once, uninterrupted, by plain `snakemake --cores 2`."""
+    work = resume_workdir(tmp_path_factory.mktemp("resume") / "reference")
+    snakemake(work)
+    return work

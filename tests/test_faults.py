@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_spec
+from conftest import RESUME_EPOCHS, checkpoint_epoch, resume_workdir, tiny_spec
 from uadflows.train import STATE_FILE, train
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train_cmd(spec, features, out):
@@ -121,3 +122,48 @@ def test_scheduler_signal_writes_a_checkpoint_then_the_rerun_resumes(tiny_catego
     a = torch.load(out / "model.pt", weights_only=False)
     assert a["summary"]["epochs"] == 12
     assert all(torch.equal(a["model"][k], straight_12["model"][k]) for k in straight_12["model"])
+
+
+# -- through Snakemake ------------------------------------------------------------------
+@pytest.mark.slow
+def test_snakemake_process_group_killed_mid_training_then_rerun(resume_reference, tmp_path):
+    """A lost session: SIGKILL to Snakemake's whole process group (Snakemake and the training
+    it runs) after a few epochs. The same command, run again (after `--unlock`, which a
+    killed Snakemake needs), resumes training from its checkpoint, redoes nothing that was
+    complete, and ends with the outputs of an uninterrupted run."""
+    from test_slurm import computed_content, job_blocks, result_files
+
+    work = resume_workdir(tmp_path / "killed")
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+           "--configfile", str(work / "config.yaml"), "--cores", "2", "--rerun-incomplete"]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group, as a login shell's job
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None and checkpoint_epoch(work) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the workflow ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint_epoch(work)
+    assert 2 <= killed_at < RESUME_EPOCHS
+    features = sorted((work / "results/features").rglob("*.npy"))
+    before = {p: p.stat().st_mtime_ns for p in features}
+
+    subprocess.run([*cmd, "--unlock"], env=env, check=True, capture_output=True)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-5000:]
+    log = rerun.stdout + rerun.stderr
+    redone = {j["rule"] for j in job_blocks(log)}
+    assert redone == {"train", "score", "evaluate", "aggregate", "report", "mlflow", "all"}, redone
+    assert features and {p: p.stat().st_mtime_ns for p in features} == before
+    train_log = (work / "results/logs/train/demo/brick/fastflow/seed0.log").read_text()
+    resumed = int(re.search(rf"resuming after epoch (\d+)/{RESUME_EPOCHS}", train_log).group(1))
+    assert resumed >= killed_at, train_log[-2000:]
+    print(f"killed after epoch {killed_at}, resumed after epoch {resumed}")
+
+    mine, theirs = result_files(work), result_files(resume_reference)
+    assert mine.keys() == theirs.keys()
+    differ = [rel for rel in sorted(mine)
+              if computed_content(mine[rel]) != computed_content(theirs[rel])]
+    assert not differ, f"outputs differ from an uninterrupted run's: {differ}"

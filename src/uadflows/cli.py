@@ -143,10 +143,15 @@ def cmd_report(a) -> int:
 
 
 def cmd_mlflow(a) -> int:
+    from uadflows.report import ReportError
     from uadflows.tracking import log_sweep
 
-    counts = log_sweep(a.metrics, tracking_uri=a.tracking_uri, experiment=a.experiment,
-                       sweep=a.sweep, tables_dir=a.tables, figures_dir=a.figures)
+    try:
+        counts = log_sweep(a.metrics, tracking_uri=a.tracking_uri, experiment=a.experiment,
+                           sweep=a.sweep, tables_dir=a.tables, figures_dir=a.figures)
+    except ReportError as e:  # e.g. the tracking server is down: say so, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if a.marker:
         from uadflows.io import write_json
 
