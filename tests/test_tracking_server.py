@@ -38,7 +38,8 @@ def _log(csv: Path, uri: str, sweep: str, env: dict | None = None) -> subprocess
         [str(BIN / "uadflows"), "mlflow", "--metrics", str(csv), "--tracking-uri", uri,
          "--experiment", EXPERIMENT, "--sweep", sweep, "--tables", str(csv.parent / "tables"),
          "--marker", str(csv.parent / "mlflow.json")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+        capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
+        cwd=csv.parent)  # MLflow's defaults (./mlruns) never land in the repository
 
 
 def _counts(p: subprocess.CompletedProcess) -> dict:
@@ -72,6 +73,7 @@ class Server:
         self.proc = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--backend-store-uri",
              f"sqlite:///{self.root / 'server.db'}",
+             "--default-artifact-root", str(self.root / "server-artifacts"),
              "--artifacts-destination", str(self.root / "server-artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
@@ -151,7 +153,8 @@ def test_two_sweeps_log_at_once_into_one_sqlite_store(tmp_path):
     procs = {s: subprocess.Popen(
         [str(BIN / "uadflows"), "mlflow", "--metrics", str(csv), "--tracking-uri", uri,
          "--experiment", EXPERIMENT, "--sweep", s, "--marker", str(csv.parent / "mlflow.json")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s, csv in csvs.items()}
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)  # ./mlruns
+        for s, csv in csvs.items()}
     for s, proc in procs.items():
         out = proc.communicate(timeout=600)[0]
         assert proc.returncode == 0, f"sweep {s}:\n{out[-4000:]}"
