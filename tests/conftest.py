@@ -84,7 +84,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=2400)
     if check and p.returncode != 0:
         logs = "\n".join(f"== {f}\n{f.read_text()[-3000:]}" for f in workdir.rglob("logs/**/*.log"))
         pytest.fail(f"snakemake {' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}\n{logs}")
@@ -99,7 +99,7 @@ def tiny_workflow(tmp_path_factory):
     return work
 
 
-RESUME_EPOCHS = 12
+RESUME_EPOCHS = 6
 RESUME_RUN = "results/runs/demo/brick/fastflow/seed0"
 
 
