@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train_cmd(spec, features, out):
-    return [str(BIN / "uadflows"), "train", "--spec", json.dumps(spec), "--features", str(features),
+    spec.save(out.parent / f"{out.name}.spec.json")
+    return [str(BIN / "uadflows"), "train", "--spec", str(out.parent / f"{out.name}.spec.json"), "--features", str(features),
             "--out", str(out), "--threads", "1"]
 
 
@@ -41,14 +42,14 @@ def test_kill9_mid_epoch_then_rerun_equals_uninterrupted(tiny_category, tmp_path
     state = out / "train_state.pt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and torch.load(state, weights_only=False)["epoch"] >= 3:
+        if state.exists() and torch.load(state, weights_only=True)["epoch"] >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read()
     time.sleep(0.1)  # somewhere inside a later epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(state, weights_only=False)["epoch"]
+    killed_at = torch.load(state, weights_only=True)["epoch"]
     assert 3 <= killed_at < 20
     assert not (out / "model.pt").exists()  # nothing that looks complete
 
@@ -64,9 +65,9 @@ def test_kill9_mid_epoch_then_rerun_equals_uninterrupted(tiny_category, tmp_path
         train(spec, tiny_category["features"], tmp_path / "straight")
     finally:
         torch.set_num_threads(threads)
-    a = torch.load(out / "model.pt", weights_only=False)
-    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=False)
-    assert a["summary"]["epochs"] == b["summary"]["epochs"] == 20
+    a = torch.load(out / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 20
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
 
 
@@ -81,12 +82,11 @@ def straight_12(tiny_category, tmp_path_factory):
         train(spec, tiny_category["features"], out)
     finally:
         torch.set_num_threads(threads)
-    return torch.load(out / "model.pt", weights_only=False)
+    return torch.load(out / "model.pt", weights_only=True)
 
 
 def _every_10(spec):
-    spec["train"]["checkpoint_every"] = 10
-    return spec
+    return spec.model_copy(update={"train": spec.train.model_copy(update={"checkpoint_every": 10})})
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
@@ -112,15 +112,15 @@ def test_scheduler_signal_writes_a_checkpoint_then_the_rerun_resumes(tiny_catego
     stopped = int(re.search(rf"{signame} received, checkpoint written after epoch (\d+)/12",
                             log).group(1))
     assert 2 <= stopped < 10, log[-3000:]  # a periodic checkpoint would have said 0 or 10
-    assert torch.load(out / STATE_FILE, weights_only=False)["epoch"] == stopped
+    assert torch.load(out / STATE_FILE, weights_only=True)["epoch"] == stopped
     assert not (out / "model.pt").exists()
 
     rerun = subprocess.run(_train_cmd(spec, tiny_category["features"], out), env=env,
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resuming after epoch {stopped}/12" in rerun.stdout
-    a = torch.load(out / "model.pt", weights_only=False)
-    assert a["summary"]["epochs"] == 12
+    a = torch.load(out / "model.pt", weights_only=True)
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 12
     assert all(torch.equal(a["model"][k], straight_12["model"][k]) for k in straight_12["model"])
 
 
