@@ -514,7 +514,7 @@ def test_requeued_training_job_resumes_from_its_checkpoint(local_slurm, resume_r
     train_log = _train_log(work).read_text()
     resumed = int(re.search(rf"resuming after epoch (\d+)/{RESUME_EPOCHS}", train_log).group(1))
     assert resumed >= 1 and f"SLURM_JOB_ID={job_id}" in train_log, train_log[-3000:]
-    assert re.search(rf"[Rr]equeue.*JobId={job_id}", local_slurm.ctld_log()), \
+    assert re.search(rf"Requeuing JobId={job_id}\b", local_slurm.ctld_log()), \
         local_slurm.log_tail()
     assert [j.state for j in local_slurm.jobs() if j.job_id == job_id] == ["COMPLETED"]
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
