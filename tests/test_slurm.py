@@ -346,8 +346,9 @@ def local_run(request, tmp_path_factory) -> Path:
         return work
 
 
-# Measured, not computed: timings, job start/end times, memory peaks and MLflow's run ids differ between runs.
-MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$|^started$|^ended$")
+# Measured, not computed: timings, job start/end times, memory peaks, MLflow's run ids and the
+# commit a job ran at (provenance) differ between runs.
+MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$|^started$|^ended$|git_commit$")
 
 
 def _canon(value):
