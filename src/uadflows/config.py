@@ -12,6 +12,7 @@ settings resolved from the method's recipe.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -285,11 +286,17 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_message(err) for err in e.errors()[:10])) from None
 
 
+# pydantic adds a union member's type to the location (e.g. 'list[str]', "literal['all']"):
+# not a key. A user's key may hold '[' too (tests/test_fuzz_config.py found one): match the tag.
+_UNION_TAG = re.compile(r"^[a-z][a-z0-9_-]*\[.*\]$|^literal")
+
+
 def _message(err: dict[str, Any]) -> str:
-    # pydantic adds a union member's type to the location (e.g. 'list[str]'): not a key
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("literal")))]
+    keys = lambda loc: [str(p) for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p))]  # noqa: E731
+    loc = keys(err["loc"])
     if err["type"] in ("missing", "extra_forbidden"):
-        parent, key = ".".join(loc[:-1]) or "(top level)", loc[-1]
+        # the last element is the missing or unknown key itself, whatever it looks like
+        parent, key = ".".join(keys(err["loc"][:-1])) or "(top level)", str(err["loc"][-1])
         what = "missing required key" if err["type"] == "missing" else "unknown key"
         return f"config key '{parent}': {what} {key!r}"
     return f"config key '{'.'.join(loc) or '(top level)'}': {err['msg']}"

@@ -25,6 +25,7 @@ import torch
 from uadflows.features import index_digest, load_split, open_cache, resolve_device
 from uadflows.provenance import provenance
 from uadflows.io import atomic_path, write_json
+from uadflows.preemption import Preempted, StopRequest
 from uadflows.spec import JobSpec
 
 STATE_FILE = "train_state.pt"
@@ -63,8 +64,10 @@ def flow_parameter_count(model: torch.nn.Module) -> int:
 
 
 def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **obj}, tmp)
+    # Through a Python file: a full disk then surfaces as ENOSPC (atomic_path names the path)
+    # rather than as torch's bare "unexpected pos" error.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": CHECKPOINT_FORMAT, **obj}, f)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -126,11 +129,14 @@ def train(
     *,
     index_csv: str | Path | None = None,
     stop_after_epoch: int | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train one run; write ``model.pt``, ``history.csv`` and ``summary.json`` (weight-free:
     status, cost, start and end times) into ``out_dir``.
 
     ``stop_after_epoch`` ends the process's work early (tests of resumption).
+    ``stop``: a scheduler's signal (pre-emption, time limit) seen there ends the current
+    epoch with a checkpoint and raises Preempted (uadflows.preemption).
     Returns the summary.
     """
     started = time.time()
@@ -196,11 +202,15 @@ def train(
         z2_text = " ".join(f"{v:.3f}" for v in z2_mean.values())
         print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f} mean z^2 per scale {z2_text}", flush=True)
         done = epoch + 1
-        if done % opts.checkpoint_every == 0 or done == epochs or done == stop_after_epoch:
+        preempted = stop is not None and stop.signum is not None and done < epochs
+        if done % opts.checkpoint_every == 0 or done == epochs or done == stop_after_epoch or preempted:
             _save({"spec": spec.to_json(), "epoch": done, "history": history,
                    "model": trainable_state(model), "optimizer": setup.optimizer.state_dict(),
                    "scheduler": setup.scheduler.state_dict() if setup.scheduler else None},
                   state_path)
+        if preempted:
+            raise Preempted(f"{name}: {stop.name} received, checkpoint written after epoch "
+                            f"{done}/{epochs}; run again to resume from it", stop.signum)
         if done == stop_after_epoch and done < epochs:
             return {"status": "stopped", "epochs": done}
 
