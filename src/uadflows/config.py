@@ -46,6 +46,8 @@ class ModelConfig:
     checkpoint_every: int = 10
     amp: bool = False
     compile: bool = False
+    eval_every: int | None = None  # diagnostic test metrics every K epochs (diagnostic.py)
+    protocol: str = "last-epoch"
     params: dict[str, Any] = field(default_factory=dict)
     datasets: tuple[str, ...] | None = None
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -161,10 +163,11 @@ class Plan:
                 "checkpoint_every": m.checkpoint_every,
                 "amp": m.amp,
                 "compile": m.compile,
+                "eval_every": m.eval_every,
             },
             "evaluation": dict(self.evaluation),
             "device": self.device,
-            "protocol": "last-epoch",
+            "protocol": m.protocol,
         }
 
 
@@ -253,6 +256,9 @@ def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
         wf = m.get("weights_file")
         if wf and check_roots and not Path(wf).expanduser().is_file():
             raise ConfigError(f"config key 'models.{name}.weights_file': file {wf} does not exist")
+        if m.get("protocol") == "best-on-test" and not m.get("eval_every"):
+            raise ConfigError(f"config key 'models.{name}.protocol': best-on-test needs "
+                              "'eval_every' (the checkpoints it picks the best of)")
         models[name] = ModelConfig(
             name=name,
             method=m["method"],
@@ -266,6 +272,8 @@ def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
             checkpoint_every=m.get("checkpoint_every", 10),
             amp=m.get("amp", False),
             compile=m.get("compile", False),
+            eval_every=m.get("eval_every"),
+            protocol=m.get("protocol", "last-epoch"),
             params=m.get("params", {}),
             datasets=tuple(m["datasets"]) if m.get("datasets") else None,
             per_category=m.get("per_category", {}),

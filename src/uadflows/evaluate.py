@@ -37,6 +37,8 @@ def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path)
     result: dict[str, Any] = {
         "key": key, "protocol": spec["protocol"], "resolution": ev["resolution"],
         "pro_limit": ev["pro_limit"], "spec": spec,
+        # training health verdict (health.py); best_epoch: only under protocol best-on-test
+        "health": summary.get("health"), "best_epoch": summary.get("best_epoch"),
     }
     with np.load(scores_npz) as z:
         d = {k: z[k] for k in z.files}

@@ -34,6 +34,8 @@ from uadflows.report.runs import (
 
 TAG_ROLE, TAG_SWEEP, TAG_KEY = "uadflows.role", "uadflows.sweep", "uadflows.key"
 TAG_FINGERPRINT, TAG_ERROR = "uadflows.fingerprint", "uadflows.error"
+TAG_HEALTH = "uadflows.health"
+HEALTH_PREFIXES = ("z2_scale", "logdet_scale", "ln_scale")
 RUN_TAGS = ["dataset", "category", "method", "backbone", "model", "seed", "protocol", "status",
             "resolution"]
 MAX_VALUE = 5000  # MLflow rejects longer param/tag values
@@ -130,7 +132,9 @@ class _Job:
     def __init__(self, row: pd.Series, metrics_csv: Path, figures_dir, parent_id: str):
         self.row, self.key, self.parent_id = row, run_key(row), parent_id
         self.folder = _folder(row, metrics_csv)
-        self.files = [self.folder / n for n in ("metrics.json", "spec.json", "history.csv")
+        # diagnostic_on_test.*: the labelled metric-vs-epoch diagnostic (diagnostic.py)
+        names = ("metrics.json", "spec.json", "history.csv", "diagnostic_on_test.csv", "diagnostic_on_test.png")
+        self.files = [self.folder / n for n in names
                       if self.folder and (self.folder / n).is_file()]
         self.figures = []
         if figures_dir is not None:
@@ -165,11 +169,22 @@ class _Job:
         now = int(time.time() * 1000)
         params = [Param(k, v[:MAX_VALUE]) for k, v in _flatten(self.spec).items()]
         metrics = [Metric(k, v, now, 0) for k, v in self._scalars().items()]
+        health = (self.record.get("health") or {}).get("message")
+        if health:  # the training health verdict (uadflows.health)
+            tags[TAG_HEALTH] = str(health)[:MAX_VALUE]
         if self.history is not None:
-            for column, name in (("loss", "train_loss"), ("lr", "lr")):
+            # the training health statistics of history.csv (health.py), stepped like the loss
+            stats = [(c, f"train_{c}") for c in self.history.columns if c.startswith(HEALTH_PREFIXES)]
+            for column, name in (("loss", "train_loss"), ("lr", "lr"), *stats):
                 if column in self.history.columns:
                     metrics += [Metric(name, float(v), now, int(e))
                                 for e, v in zip(self.history["epoch"], self.history[column])]
+        diag = self.folder / "diagnostic_on_test.csv" if self.folder else None
+        if diag is not None and diag.is_file():  # named so it can't pass for a result
+            d = pd.read_csv(diag)
+            metrics += [Metric(f"diagnostic_on_test_{c}", float(v), now, int(e))
+                        for c in d.columns if c not in ("epoch", "note")
+                        for e, v in zip(d["epoch"], d[c]) if pd.notna(v)]
         for i in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits
             client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
         for path in self.files:

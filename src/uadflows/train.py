@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from uadflows import diagnostic
 from uadflows.features import load_split, resolve_device
+from uadflows.health import EpochHealth, verdict
 from uadflows.io import atomic_path
 
 STATE_FILE = "train_state.pt"
@@ -134,6 +136,12 @@ def train(
     setup = model.train_setup(epochs, steps)
     opts = spec.get("train") or {}
     every = int(opts.get("checkpoint_every") or 10)
+    # Issue 22: test metrics every `eval_every` epochs (a labelled diagnostic), and the
+    # opt-in protocol that reports the best of those checkpoints (diagnostic.py).
+    eval_every = int(opts.get("eval_every") or 0)
+    protocol = spec.get("protocol", "last-epoch")
+    diagnostic.check_protocol(protocol, eval_every, name)
+    test_set = None
     on_gpu = dev.type == "cuda"
     # GPU-only speed options: bfloat16 autocast needs no loss scaling; compile the flow once.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and bool(opts.get("amp")))
@@ -141,6 +149,8 @@ def train(
 
     state_path = out_dir / STATE_FILE
     history: list[dict[str, float]] = []
+    evaluated: list[dict[str, float]] = []
+    best_state = None
     start = 0
     state = _load_state(state_path, spec)
     if state is not None:
@@ -149,6 +159,7 @@ def train(
         if setup.scheduler is not None and state.get("scheduler") is not None:
             setup.scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"]
+        evaluated, best_state = state.get("evaluated", []), state.get("best")
         print(f"{name}: resuming after epoch {start}/{epochs}", flush=True)
 
     error = None
@@ -157,13 +168,16 @@ def train(
         model.train()
         order = np.random.default_rng([spec["seed"], epoch]).permutation(len(data))
         total, count = 0.0, 0
+        health = EpochHealth()
         for idx, feats in data.batches(batch_size, order, dev):
             with autocast:
-                loss = model.loss(flow(feats))
+                out = flow(feats)
+                loss = model.loss(out)
             if not torch.isfinite(loss):
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break
             optimizer_step(model, setup, loss)
+            health.add(out)
             total += loss.item() * len(idx)
             count += len(idx)
         if error:
@@ -172,18 +186,30 @@ def train(
         if setup.scheduler is not None and setup.scheduler_interval == "epoch":
             setup.scheduler.step()
         history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr,
-                        "seconds": time.perf_counter() - t0})
+                        "seconds": time.perf_counter() - t0, **health.row(model)})
         print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f}", flush=True)
         done = epoch + 1
+        if eval_every and (done % eval_every == 0 or done == epochs):
+            test_set = test_set or diagnostic.TestSet(features_dir, spec["image_size"], index_csv)
+            evaluated.append({"epoch": done, **test_set.evaluate(model, dev)})
+            diagnostic.write_csv(out_dir / diagnostic.CSV_NAME, evaluated)
+            if protocol == "best-on-test" and diagnostic.best(evaluated)["epoch"] == done:
+                best_state = {"epoch": done, "model": trainable_state(model)}
         if done % every == 0 or done == epochs or done == stop_after_epoch:
             _save({"spec": spec, "epoch": done, "history": history,
                    "model": trainable_state(model), "optimizer": setup.optimizer.state_dict(),
-                   "scheduler": setup.scheduler.state_dict() if setup.scheduler else None},
+                   "scheduler": setup.scheduler.state_dict() if setup.scheduler else None,
+                   "evaluated": evaluated, "best": best_state},
                   state_path)
         if done == stop_after_epoch and done < epochs:
             return {"status": "stopped", "epochs": done}
 
     write_history(out_dir / "history.csv", history)
+    if evaluated:
+        diagnostic.plot(evaluated, out_dir / diagnostic.FIGURE_NAME, name)
+    final = trainable_state(model)
+    if protocol == "best-on-test" and best_state is not None and not error:
+        final = best_state["model"]
     summary = {
         "status": "failed" if error else "ok",
         "error": error,
@@ -193,8 +219,11 @@ def train(
         "device": str(dev),
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "health": verdict(history),
+        "protocol": protocol,
+        "best_epoch": best_state["epoch"] if protocol == "best-on-test" and best_state else None,
     }
-    _save({"spec": spec, "summary": summary, "model": None if error else trainable_state(model)},
+    _save({"spec": spec, "summary": summary, "model": None if error else final},
           out_dir / "model.pt")
     if error:
         print(f"ERROR: {error}; recorded as a failed run", flush=True)
@@ -210,7 +239,9 @@ def peak_rss_mb() -> float:
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["epoch", "loss", "lr", "seconds"])
+            # the fixed columns, then the health statistics (health.py) in first-seen order
+            names = list(dict.fromkeys(["epoch", "loss", "lr", "seconds", *(k for row in history for k in row)]))
+            w = csv.DictWriter(f, fieldnames=names)
             w.writeheader()
             w.writerows(history)
 

@@ -22,6 +22,7 @@ from torch import nn
 from uadflows.backbones.base import Extractor, ExtractorSpec
 from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
+from uadflows.methods.layernorm import PreFlowLayerNorm, check_norm
 
 VARIANTS = ("paper", "reproduction")
 # Transformer subnet width in the "paper" variant: 768 / 6, which gives the paper's
@@ -40,6 +41,9 @@ class FastFlowConfig:
     hidden_channels: int | None = None
     conv3x3_only: bool = False
     layernorm: bool = True
+    # Issue 22: "faithful" (the paper's, default), "bounded" (the LayerNorm's affine counted
+    # in the log-det) or "no-affine"; methods/layernorm.py says why.
+    norm: str = "faithful"
     clamp: float = 2.0
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -64,6 +68,9 @@ class FastFlowConfig:
                 raise ValueError(f"fastflow: {key} must be a positive number, got {value!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             raise ValueError(f"fastflow: weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_norm(self.norm, "fastflow")
+        if self.norm != "faithful" and not self.layernorm:
+            raise ValueError(f"fastflow: norm {self.norm!r} needs layernorm: true (this recipe has no trainable LayerNorm)")
         if self.hidden_channels is not None and (not isinstance(self.hidden_channels, int) or self.hidden_channels < 1):
             raise ValueError(f"fastflow: hidden_channels must be a positive int or None, got {self.hidden_channels!r}")
 
@@ -227,7 +234,8 @@ class FastFlow(FlowMethod):
         self.config = config
         spec: ExtractorSpec = backbone.spec
         self.chw = [(c, h, w) for c, (h, w) in zip(spec.channels, spec.shapes)]
-        self.norms = nn.ModuleList([nn.LayerNorm(list(chw)) for chw in self.chw]) if config.layernorm else None
+        self.norms = (nn.ModuleList([PreFlowLayerNorm(chw, config.norm) for chw in self.chw])
+                      if config.layernorm else None)
         self.flows = nn.ModuleList([build_flow(chw, config) for chw in self.chw])
 
     def prepare(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -245,10 +253,11 @@ class FastFlow(FlowMethod):
 
     def forward(self, features: list[torch.Tensor], with_log_jac: bool = True) -> FlowOutput:
         zs, log_jacs = [], []
-        for flow, x in zip(self.flows, self.prepare(features)):
+        for i, (flow, x) in enumerate(zip(self.flows, self.prepare(features))):
             z, log_jac = flow(x, jac=with_log_jac)
+            norm_log_det = self.norms[i].log_det() if self.norms is not None and with_log_jac else None
             zs.append(z)
-            log_jacs.append(log_jac)
+            log_jacs.append(log_jac if norm_log_det is None else log_jac + norm_log_det)
         return FlowOutput(z=zs, log_jac=log_jacs if with_log_jac else None)
 
     @torch.no_grad()
@@ -269,7 +278,8 @@ class FastFlow(FlowMethod):
 
     def loss(self, out: FlowOutput) -> torch.Tensor:
         """As gathierry/FastFlow: sum over scales of the batch mean of
-        0.5 * ||z||^2 - log|det J| (no per-dimension normalisation; the constant dropped)."""
+        0.5 * ||z||^2 - log|det J| (no per-dimension normalisation; the constant dropped).
+        With ``norm: bounded`` log|det J| includes the LayerNorm's sum log|w|."""
         if out.log_jac is None:
             raise ValueError("fastflow: loss needs log_jac (forward with with_log_jac=True)")
         return sum((0.5 * z.pow(2).flatten(1).sum(1) - lj).mean() for z, lj in zip(out.z, out.log_jac))
@@ -283,6 +293,12 @@ class FastFlow(FlowMethod):
             probs.append(F.interpolate(prob, size=tuple(size), mode="bilinear", align_corners=False))
         amap = 1.0 - torch.stack(probs, dim=0).mean(dim=0)[:, 0]
         return {"map": amap, "score": amap.flatten(1).amax(dim=1)}
+
+    def norm_scales(self) -> list[float] | None:
+        """Mean affine weight of each scale's pre-flow LayerNorm (training health)."""
+        if self.norms is None or self.config.norm == "no-affine":
+            return None
+        return [n.scale() for n in self.norms]
 
     def train_setup(self, epochs: int, steps_per_epoch: int) -> TrainSetup:
         opt = torch.optim.Adam(self.trainable_parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
