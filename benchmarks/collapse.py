@@ -39,7 +39,7 @@ def spec_for(norm: str, a) -> dict:
         "seed": a.seed, "image_size": [a.image_size, a.image_size], "pretrained": True,
         "weights_file": None, "extractor": "lite0", "params": {"norm": norm},
         "train": {"epochs": a.epochs, "batch_size": a.batch_size, "lr": None,
-                  "checkpoint_every": a.eval_every, "eval_every": a.eval_every},
+                  "checkpoint_every": 1, "eval_every": a.eval_every},
         "evaluation": {"resolution": "map", "pro_limit": 0.3},
         "device": "cpu", "protocol": "last-epoch",
     }
@@ -83,15 +83,25 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def collect(a, walls: dict[str, float]) -> dict:
+    """The runs' numbers. A run still training (or stopped) is read from its last
+    ``train_state.pt`` (written every epoch), its verdict computed from that history."""
     import torch
 
     from speed_common import machine
+    from uadflows.health import verdict
 
     runs = {}
     for norm in a.norms:
         run = Path(a.out) / norm
-        summary = torch.load(run / "model.pt", map_location="cpu", weights_only=False)["summary"]
-        runs[norm] = {"history": read_csv(run / "history.csv"),
+        if (run / "model.pt").is_file():
+            summary = torch.load(run / "model.pt", map_location="cpu", weights_only=True)["summary"]
+            history = read_csv(run / "history.csv")
+        else:
+            state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=True)
+            history = state["history"]
+            summary = {"status": f"partial: stopped after epoch {state['epoch']} of {a.epochs}",
+                       "health": verdict(history), "train_seconds": sum(h["seconds"] for h in history)}
+        runs[norm] = {"history": history,
                       "diagnostic_on_test": read_csv(run / "diagnostic_on_test.csv"),
                       "health": summary["health"], "status": summary["status"],
                       "train_seconds": summary["train_seconds"], "wall_seconds": walls.get(norm)}
@@ -102,15 +112,15 @@ def collect(a, walls: dict[str, float]) -> dict:
 
 def table(result: dict) -> str:
     """Markdown: per variant the last epoch's numbers, the diagnostic's best, the verdict."""
-    lines = ["| norm | loss (last epoch) | LayerNorm scale per feature scale | image AUROC, last epoch | "
+    lines = ["| norm | epochs | loss (last epoch) | LayerNorm scale per feature scale | image AUROC, last epoch | "
              "pixel AUROC, last epoch | best image AUROC on test (epoch; diagnostic) | health verdict |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for norm, r in result["runs"].items():
         last, ev = r["history"][-1], r["diagnostic_on_test"]
         scales = [f"{last[k]:.3f}" for k in sorted(last) if k.startswith("ln_scale")] or ["none"]
         best = max(ev, key=lambda e: (e["image_auroc"], -e["epoch"]))
         final = ev[-1]
-        lines.append(f"| {norm} | {last['loss']:.4g} | {' / '.join(scales)} | {final['image_auroc']:.3f} | "
+        lines.append(f"| {norm} | {int(last['epoch'])} | {last['loss']:.4g} | {' / '.join(scales)} | {final['image_auroc']:.3f} | "
                      f"{final['pixel_auroc']:.3f} | {best['image_auroc']:.3f} ({int(best['epoch'])}) | "
                      f"{r['health']['message']} |")
     return "\n".join(lines)
@@ -174,9 +184,16 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--json", help="write the raw numbers here")
     p.add_argument("--render", metavar="JSON", help="only draw the figure and the table from a --json file")
+    p.add_argument("--collect", action="store_true", help="only read the runs under --out (finished or not) into --json")
     a = p.parse_args()
     if a.render:
         render(json.loads(Path(a.render).read_text()))
+        return
+    if a.collect:
+        result = collect(a, {})
+        if a.json:
+            Path(a.json).write_text(json.dumps(result, indent=1))
+        print(table(result))
         return
     index, features = prepare(a)
     with ThreadPoolExecutor(a.parallel) as pool:
