@@ -32,12 +32,15 @@ def test_verdict_flags_a_constructed_collapse_and_not_a_healthy_run():
     falling = [100.0 - 500.0 * e for e in range(30)]  # linear, no sign of levelling off
     collapse = verdict(history(falling, [0.39, 0.14, 0.07]))
     assert collapse["health"] == "collapsing"
-    assert collapse["message"] == ("collapsing: LayerNorm scale 0.07 (scale 2), loss still falling "
-                                   f"{100 / 29:.2g} %/epoch of its total decrease")
+    assert collapse["message"] == ("collapsing: LayerNorm scale 0.07 (scale 2) still shrinking, loss "
+                                   f"still falling {100 / 29:.2g} %/epoch of its total decrease")
     # the demo's healthy run: LayerNorm barely moved, loss still falling (a short run)
     assert verdict(history(falling, [0.94, 0.95, 0.97]))["health"] == "ok"
     levelled = [-1000.0 * (1 - 0.5**e) for e in range(30)]
-    assert verdict(history(levelled, [0.5, 0.2]))["health"] == "shrunk"
+    assert verdict(history(levelled, [0.5, 0.2]))["message"] == "shrunk: LayerNorm scale 0.2 (scale 1), loss levelled off"
+    # the LayerNorm dropped early and stopped moving while the loss still falls: not the collapse
+    stopped = [{**row, "ln_scale0": max(0.3, 1 - 0.2 * row["epoch"])} for row in history(falling, [1.0])]
+    assert verdict(stopped)["message"] == "shrunk: LayerNorm scale 0.3 (scale 0), LayerNorm levelled off"
     # no LayerNorm (MSFlow, U-Flow, FastFlow on ViTs): nothing to judge, never flagged
     assert verdict([{"epoch": e, "loss": -e} for e in range(1, 30)])["health"] == "ok"
     # the threshold is the rule: just above it is ok, just below is flagged

@@ -7,12 +7,13 @@ Per epoch and feature scale i (columns of history.csv, MLflow stepped metrics):
 ``ln_scale{i}``      mean affine weight of the pre-flow LayerNorm (1.0 at initialisation),
                      for methods that have one (``model.norm_scales()``).
 
-The verdict (``verdict``; written to the training summary and metrics.json), rules:
-``collapsing``  some scale's LayerNorm weight mean has fallen below ``LN_MIN`` and the loss
-                is still falling steadily: over the last ``WINDOW`` of the epochs (at least
-                3) its least-squares slope is at least ``STEADY`` times the run's average
-                slope. The unbounded-objective failure of issue 22 (methods/layernorm.py).
-``shrunk``      a LayerNorm weight mean below ``LN_MIN`` but the loss has levelled off.
+The verdict (``verdict``; written to the training summary and metrics.json), rules. A
+series "still falls steadily" when its least-squares slope over the last ``WINDOW`` of the
+epochs (at least ``MIN_WINDOW``) is at least ``STEADY`` times its average slope over the run.
+``collapsing``  the lowest scale's LayerNorm weight mean has lost at least half (below
+                ``LN_MIN``) and both it and the loss still fall steadily: the
+                unbounded-objective failure of issue 22 (methods/layernorm.py), in progress.
+``shrunk``      a LayerNorm weight mean below ``LN_MIN``, but it or the loss has levelled off.
 ``ok``          neither (also every run without a pre-flow LayerNorm).
 The loss fall is reported in % per epoch of the run's total decrease (first to last epoch).
 """
@@ -25,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-LN_MIN = 0.25  # mean LayerNorm weight (starts at 1.0) below which the norm has "shrunk"
-STEADY = 0.5  # recent slope / average slope at or above which the loss "still falls"
+LN_MIN = 0.5  # mean LayerNorm weight (starts at 1.0) below which the norm has "shrunk"
+STEADY = 0.5  # recent slope / average slope at or above which a series "still falls"
 WINDOW = 0.2  # the last fraction of the epochs the recent slope is fitted on
 MIN_WINDOW = 3
 
@@ -70,8 +71,9 @@ def ln_scales(row: dict[str, Any]) -> dict[int, float]:
 
 
 def loss_trend(losses: list[float]) -> tuple[float | None, float | None]:
-    """(recent slope / average slope, recent fall in % per epoch of the total decrease);
-    (None, None) with fewer than ``MIN_WINDOW`` epochs or a loss that did not decrease."""
+    """Of a series (the loss, a LayerNorm weight): (recent slope / average slope, recent
+    fall in % per epoch of the total decrease); (None, None) with fewer than
+    ``MIN_WINDOW`` epochs, (0, 0) for a series that did not decrease."""
     n = len(losses)
     if n < MIN_WINDOW:
         return None, None
@@ -96,12 +98,15 @@ def verdict(history: list[dict[str, Any]]) -> dict[str, Any]:
     if not scales or min(scales.values()) >= LN_MIN:
         return out
     worst = min(scales, key=scales.get)
+    ln_trend, _ = loss_trend([ln_scales(h).get(worst, math.nan) for h in history])
+    out["ln_trend"] = ln_trend
     what = f"LayerNorm scale {scales[worst]:.3g} (scale {worst})"
-    if trend is not None and trend >= STEADY:
-        out.update(health="collapsing", message=f"collapsing: {what}, loss still falling "
-                   f"{fall:.2g} %/epoch of its total decrease")
+    if trend is not None and trend >= STEADY and ln_trend is not None and ln_trend >= STEADY:
+        out.update(health="collapsing", message=f"collapsing: {what} still shrinking, loss still "
+                   f"falling {fall:.2g} %/epoch of its total decrease")
     else:
-        out.update(health="shrunk", message=f"shrunk: {what}, loss levelled off")
+        levelled = "loss" if trend is None or trend < STEADY else "LayerNorm"
+        out.update(health="shrunk", message=f"shrunk: {what}, {levelled} levelled off")
     return out
 
 
