@@ -4,8 +4,8 @@ project's trainer, the training health recorded per epoch (health.py) and the te
 every K epochs (the labelled diagnostic of diagnostic.py: evaluated on the test set, not a
 protocol; the table's "last epoch" column is the honest protocol's number).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --epochs 100 --json benchmarks/collapse.json
-    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --render benchmarks/collapse.json
+    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --epochs 100 --json docs/methods/fastflow_collapse.json
+    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --render docs/methods/fastflow_collapse.json
 
 Each variant trains in its own process (OMP_NUM_THREADS=1), ``--parallel`` at a time.
 ``--render`` draws docs/methods/fastflow_collapse.png (loss, LayerNorm scales, AUROC per

@@ -142,16 +142,22 @@ def test_report_lists_health_warnings_beside_failed_runs_and_labels_the_protocol
                if n.startswith("main") or n.startswith("overview"))
 
 
-def test_config_carries_eval_every_and_refuses_best_on_test_without_it(tmp_path):
-    from uadflows.config import ConfigError, load_plan
+def test_config_carries_eval_every_and_refuses_best_on_test_without_it():
+    from pathlib import Path
 
-    raw = {"sweep": "t", "datasets": {"demo": {"format": "demo", "root": str(tmp_path), "categories": ["brick"]}},
-           "models": {"ff": {"method": "fastflow", "backbone": "tf_efficientnet_lite0", "image_size": 64,
-                             "eval_every": 5, "protocol": "best-on-test", "params": {"norm": "bounded"}}}}
-    plan = load_plan(raw, check_roots=False)
-    spec = plan.spec(plan.runs()[0])
+    from uadflows.config import ConfigError, load_plan, read_config
+
+    raw = read_config(Path(__file__).resolve().parents[1] / "configs/test/tiny.yaml")
+    model = next(iter(raw["models"].values()))
+    model.update(eval_every=5, protocol="best-on-test", params={"norm": "bounded"})
+    plan = load_plan(raw)
+    spec = plan.spec(plan.runs[0])
     assert spec["train"]["eval_every"] == 5 and spec["protocol"] == "best-on-test"
-    del raw["models"]["ff"]["eval_every"]
-    with pytest.raises(ConfigError, match=r"'models.ff.protocol': best-on-test needs 'eval_every'"):
-        load_plan(raw, check_roots=False)
+    assert spec["params"]["norm"] == "bounded"
     json.dumps(spec)  # a job spec stays plain JSON
+    del model["eval_every"]
+    with pytest.raises(ConfigError, match=r"protocol': best-on-test needs 'eval_every'"):
+        load_plan(raw)
+    model.update(eval_every=5, protocol="best-epoch")  # the published tables' name, not ours
+    with pytest.raises(ConfigError, match="protocol"):
+        load_plan(raw)

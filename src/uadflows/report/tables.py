@@ -36,7 +36,7 @@ RESOLUTION_TEXT = {
     "model": "evaluated at the model's input resolution",
 }
 PROTOCOL_SHORT = {"last-epoch": "last", "best-epoch": "best", "early-stopping": "early",
-                  "not-stated": "n/s"}
+                  "not-stated": "n/s", "best-on-test": "best (test)"}  # best-on-test: ours, opt-in
 DATASET_ALIASES = {"mvtec_ad": "mvtec", "mvtecad": "mvtec", "mvtec-ad": "mvtec"}  # no spec.json
 
 
