@@ -42,21 +42,20 @@ class EpochHealth:
 
     @torch.no_grad()
     def add(self, out) -> None:
-        """``out``: the FlowOutput of one training batch (log_jac required)."""
-        if out.log_jac is None:
-            raise ValueError("EpochHealth.add: the flow output has no log_jac")
+        """``out``: the FlowOutput of one training batch (log-dets where it has them)."""
         if not self.z2:
-            self.z2, self.logdet = [0.0] * len(out.z), [0.0] * len(out.z)
-        for i, (z, lj) in enumerate(zip(out.z, out.log_jac)):
-            dims = z[0].numel()
-            self.z2[i] += float(z.detach().float().pow(2).sum()) / dims
-            self.logdet[i] += float(lj.detach().float().sum()) / dims
+            self.z2, self.logdet = [0.0] * len(out.z), [0.0] * len(out.log_jac or [])
+        for i, z in enumerate(out.z):
+            self.z2[i] += float(z.detach().float().pow(2).sum()) / z[0].numel()
+        for i, (z, lj) in enumerate(zip(out.z, out.log_jac or [])):
+            self.logdet[i] += float(lj.detach().float().sum()) / z[0].numel()
         self.n += out.z[0].shape[0]
 
     def row(self, model: Any) -> dict[str, float]:
         row: dict[str, float] = {}
-        for i, (z2, ld) in enumerate(zip(self.z2, self.logdet)):
+        for i, z2 in enumerate(self.z2):
             row[f"z2_scale{i}"] = z2 / max(self.n, 1)
+        for i, ld in enumerate(self.logdet):
             row[f"logdet_scale{i}"] = ld / max(self.n, 1)
         scales = getattr(model, "norm_scales", lambda: None)()
         for i, s in enumerate(scales or []):

@@ -164,14 +164,14 @@ class _Job:
         error = self.record.get("error") or self.row.get("error", "")
         if status == "failed":
             tags[TAG_ERROR] = str(error or "(no message)")[:MAX_VALUE]
+        health = (self.record.get("health") or {}).get("message")
+        if health:  # the training health verdict (uadflows.health)
+            tags[TAG_HEALTH] = str(health)[:MAX_VALUE]
         run = client.create_run(experiment_id, tags=tags, run_name=self.key)
         run_id = run.info.run_id
         now = int(time.time() * 1000)
         params = [Param(k, v[:MAX_VALUE]) for k, v in _flatten(self.spec).items()]
         metrics = [Metric(k, v, now, 0) for k, v in self._scalars().items()]
-        health = (self.record.get("health") or {}).get("message")
-        if health:  # the training health verdict (uadflows.health)
-            tags[TAG_HEALTH] = str(health)[:MAX_VALUE]
         if self.history is not None:
             # the training health statistics of history.csv (health.py), stepped like the loss
             stats = [(c, f"train_{c}") for c in self.history.columns if c.startswith(HEALTH_PREFIXES)]
