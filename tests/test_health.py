@@ -52,9 +52,12 @@ def test_loss_trend():
     trend, fall = loss_trend([10.0 - 2 * e for e in range(11)])
     assert trend == pytest.approx(1.0) and fall == pytest.approx(10.0)  # 2 of 20 per epoch
     trend, _ = loss_trend([-(1 - 0.5**e) for e in range(20)])
-    assert trend < 0.01
-    assert loss_trend([1.0, 0.5]) == (None, None)
-    assert loss_trend([1.0, 1.0, 2.0]) == (0.0, 0.0)
+    assert trend == pytest.approx(0.5**4)  # converging: 4-epoch windows, halving each epoch
+    # a fast first fit, then a steady linear fall: still falling (the collapse's shape)
+    trend, _ = loss_trend([-100.0 * (1 - 0.5**e) - 5.0 * e for e in range(30)])
+    assert trend == pytest.approx(1.0, abs=1e-3)
+    assert loss_trend([1.0, 0.5, 0.2, 0.1, 0.0]) == (None, None)  # fewer than two windows
+    assert loss_trend([1.0] * 3 + [2.0] * 3) == (0.0, 0.0)
 
 
 def test_epoch_health_statistics_by_hand():

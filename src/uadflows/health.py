@@ -9,7 +9,9 @@ Per epoch and feature scale i (columns of history.csv, MLflow stepped metrics):
 
 The verdict (``verdict``; written to the training summary and metrics.json), rules. A
 series "still falls steadily" when its least-squares slope over the last ``WINDOW`` of the
-epochs (at least ``MIN_WINDOW``) is at least ``STEADY`` times its average slope over the run.
+epochs (at least ``MIN_WINDOW``) is at least ``STEADY`` times its slope over the window
+before: a converging loss decelerates, an unbounded one keeps its pace (the run's first
+epochs, where every loss falls fast, are left out of the comparison).
 ``collapsing``  the lowest scale's LayerNorm weight mean has lost at least half (below
                 ``LN_MIN``) and both it and the loss still fall steadily: the
                 unbounded-objective failure of issue 22 (methods/layernorm.py), in progress.
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 
 LN_MIN = 0.5  # mean LayerNorm weight (starts at 1.0) below which the norm has "shrunk"
-STEADY = 0.5  # recent slope / average slope at or above which a series "still falls"
+STEADY = 0.5  # recent slope / previous slope at or above which a series "still falls"
 WINDOW = 0.2  # the last fraction of the epochs the recent slope is fitted on
 MIN_WINDOW = 3
 
@@ -70,19 +72,19 @@ def ln_scales(row: dict[str, Any]) -> dict[int, float]:
 
 
 def loss_trend(losses: list[float]) -> tuple[float | None, float | None]:
-    """Of a series (the loss, a LayerNorm weight): (recent slope / average slope, recent
-    fall in % per epoch of the total decrease); (None, None) with fewer than
-    ``MIN_WINDOW`` epochs, (0, 0) for a series that did not decrease."""
+    """Of a series (the loss, a LayerNorm weight): (slope over the last window / slope over
+    the window before, recent fall in % per epoch of the total decrease); (None, None) with
+    fewer than two windows of epochs, (0, 0) where it did not decrease."""
     n = len(losses)
-    if n < MIN_WINDOW:
-        return None, None
-    total = losses[0] - losses[-1]
-    if not total > 0:
-        return 0.0, 0.0
     k = max(MIN_WINDOW, int(round(WINDOW * n)))
-    recent = np.polyfit(np.arange(k, dtype=float), np.asarray(losses[-k:], float), 1)[0]
-    average = -total / (n - 1)
-    return float(recent / average), float(-recent / total * 100)
+    if n < 2 * k:
+        return None, None
+    values = np.asarray(losses, float)
+    recent, previous = (np.polyfit(np.arange(k, dtype=float), values[i:i + k], 1)[0] for i in (n - k, n - 2 * k))
+    total = values[0] - values[-1]
+    if not (total > 0 and recent < 0 and previous < 0):
+        return 0.0, 0.0
+    return float(recent / previous), float(-recent / total * 100)
 
 
 def verdict(history: list[dict[str, Any]]) -> dict[str, Any]:
