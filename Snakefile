@@ -30,6 +30,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     demo_data,
+    spec,
     verify,
     weights,
     aggregate,

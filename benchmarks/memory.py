@@ -32,14 +32,17 @@ SETUPS = [  # (method, backbone, image size)
 ]
 
 
-def spec(method: str, backbone: str, size: int, device: str) -> dict:
-    return {
-        "sweep": "memory", "dataset": "noise", "format": "mvtec", "category": "bottle", "model": method,
-        "method": method, "backbone": backbone, "seed": 0, "image_size": [size, size], "pretrained": False,
-        "weights_file": None, "extractor": "x", "params": {},
-        "train": {"epochs": 1, "batch_size": None, "lr": None, "checkpoint_every": 10},
-        "evaluation": {"resolution": "original", "pro_limit": 0.3}, "device": device, "protocol": "last-epoch",
-    }
+def spec(method: str, backbone: str, size: int, device: str):
+    """One epoch at the method's recipe batch size and learning rate."""
+    from uadflows.methods import recipe
+    from uadflows.spec import JobSpec, TrainOptions
+
+    r = recipe(method)
+    return JobSpec(
+        sweep="memory", dataset="noise", format="mvtec", category="bottle", model=method, method=method,
+        backbone=backbone, seed=0, image_size=(size, size), pretrained=False, extractor="x", device=device,
+        train=TrainOptions(epochs=1, batch_size=r["batch_size"], lr=r["lr"]),
+    )
 
 
 def stage(name: str, work: Path, method: str, backbone: str, size: int, device: str) -> dict:
@@ -56,6 +59,7 @@ def stage(name: str, work: Path, method: str, backbone: str, size: int, device: 
         from uadflows.train import train
 
         s = spec(method, backbone, size, device)
+        s.save(run / "spec.json")
         summary = train(s, cache, run, index_csv=index)
         if summary["status"] != "ok":
             raise RuntimeError(f"{method}/{backbone}: training failed: {summary['error']}")
@@ -64,7 +68,7 @@ def stage(name: str, work: Path, method: str, backbone: str, size: int, device: 
         from uadflows.score import score
 
         score(run / "model.pt", cache, run / "scores.npz", device=device, index_csv=index)
-        evaluate(run / "model.pt", run / "scores.npz", run / "metrics.json")
+        evaluate(run / "spec.json", run / "summary.json", run / "scores.npz", run / "metrics.json")
     dev = resolve_device(device)
     gpu = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     return {"peak_rss_mb": peak_rss_mb(), "peak_gpu_allocated_mb": gpu, "machine": machine()}

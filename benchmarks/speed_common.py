@@ -98,7 +98,7 @@ def flow_variant(variant: str) -> Iterator[dict[str, Any]]:
     LeanAllInOneBlock is swapped for ``IndexPermutationBlock`` while models are built."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown flow variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    import uadflows.methods.fastflow as fastflow
+    import uadflows.methods.fastflow.model as fastflow  # the module whose build_flow picks the block
 
     if variant != "index-perm":
         yield {"lean_permutation": variant == "lean"}

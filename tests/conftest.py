@@ -38,16 +38,17 @@ def tiny_category(tmp_path_factory):
     return {"root": root, "index": index, "features": features, "base": base}
 
 
-def tiny_spec(seed: int = 0, epochs: int = 3, method: str = "fastflow", **params) -> dict:
-    return {
-        "sweep": "test", "dataset": "demo", "format": "demo", "category": "brick",
-        "model": method, "method": method, "backbone": "tf_efficientnet_lite0", "seed": seed,
-        "image_size": [64, 64], "pretrained": True, "weights_file": None, "extractor": "x",
-        "params": params,
-        "train": {"epochs": epochs, "batch_size": 4, "lr": None, "checkpoint_every": 1},
-        "evaluation": {"resolution": "original", "pro_limit": 0.3},
-        "device": "cpu", "protocol": "last-epoch",
-    }
+def tiny_spec(seed: int = 0, epochs: int = 3, method: str = "fastflow", **params):
+    """The job spec of a tiny run on ``tiny_category`` (lr: the method's recipe)."""
+    from uadflows.methods import recipe
+    from uadflows.spec import JobSpec, TrainOptions
+
+    return JobSpec(
+        sweep="test", dataset="demo", format="demo", category="brick", model=method, method=method,
+        backbone="tf_efficientnet_lite0", seed=seed, image_size=(64, 64), extractor="x",
+        params=params, device="cpu",
+        train=TrainOptions(epochs=epochs, batch_size=4, lr=recipe(method)["lr"], checkpoint_every=1),
+    )
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from uadflows.backbones import create_extractor, extractor_spec, weights
 from uadflows.backbones import efficientnet_lite0 as lite0
-from uadflows.backbones.base import SPEC_ONLY, SpecOnlyExtractor
+from uadflows.backbones.base import SpecOnlyExtractor
 from uadflows.backbones.setups import VitSetup, vit_spec
 from uadflows.backbones.vit import MultiScaleExtractor, VitExtractor
 
@@ -131,12 +131,10 @@ def test_bad_names_and_sizes_fail_clearly():
         extractor_spec("ms_cait", weights_file=__file__)
 
 
-def test_spec_only_context_builds_no_model():
-    token = SPEC_ONLY.set(True)
-    try:
-        ext = create_extractor("cait_m48_448", pretrained=False)
-    finally:
-        SPEC_ONLY.reset(token)
+def test_spec_only_extractor_builds_no_model():
+    from uadflows.methods import build_extractor
+
+    ext = build_extractor("cait_m48_448", pretrained=False, build_backbone=False)
     assert isinstance(ext, SpecOnlyExtractor) and ext.spec == extractor_spec("cait_m48_448", pretrained=False)
 
 

@@ -22,9 +22,10 @@ def test_demo_and_tiny_configs_plan(raw):
     plan = load_plan(raw)
     assert [r.category for r in plan.runs] == ["brick", "gravel"]
     spec = plan.spec(plan.runs[0])
-    assert spec["method"] == "fastflow" and spec["seed"] == 0 and spec["image_size"] == [64, 64]
-    assert spec["extractor"] == plan.extractor_key("fastflow", "brick")
-    assert len(plan.extractors()) == 2
+    assert spec.method == "fastflow" and spec.seed == 0 and spec.image_size == (64, 64)
+    assert spec.key == "demo/brick/fastflow/seed0"
+    assert {k[2] for k in plan.extractors} == {spec.extractor}
+    assert len(plan.extractors) == 2
     demo = load_plan(read_config(ROOT / "config.yaml"))
     assert {r.category for r in demo.runs} == {"brick", "grass", "gravel"}
 
@@ -82,9 +83,9 @@ def test_per_category_overrides(raw):
     raw["models"]["fastflow"]["per_category"] = {"gravel": {"image_size": 96, "params": {"clamp": 1.5}}}
     plan = load_plan(raw)
     brick, gravel = plan.spec(plan.runs[0]), plan.spec(plan.runs[1])
-    assert brick["image_size"] == [64, 64] and gravel["image_size"] == [96, 96]
-    assert gravel["params"]["clamp"] == 1.5 and "clamp" not in brick["params"]
-    assert brick["extractor"] != gravel["extractor"]
+    assert brick.image_size == (64, 64) and gravel.image_size == (96, 96)
+    assert gravel.params["clamp"] == 1.5 and "clamp" not in brick.params
+    assert brick.extractor != gravel.extractor
 
 
 def test_paper_configs_validate():
@@ -92,3 +93,57 @@ def test_paper_configs_validate():
     for path in sorted((ROOT / "configs").rglob("*.yaml")):
         plan = load_plan(yaml.safe_load(path.read_text()), check_roots=False)
         assert plan.runs, path
+
+
+def test_trainer_settings_resolve_from_the_config_else_the_recipe(raw):
+    from uadflows.methods import recipe
+
+    raw["models"]["fastflow"].pop("batch_size")
+    raw["models"]["fastflow"]["per_category"] = {"gravel": {"epochs": 5}}
+    plan = load_plan(raw)
+    brick, gravel = plan.spec(plan.runs[0]).train, plan.spec(plan.runs[1]).train
+    assert (brick.epochs, gravel.epochs) == (2, 5)
+    assert brick.batch_size == recipe("fastflow")["batch_size"] == 32
+    assert brick.lr == recipe("fastflow")["lr"]
+
+
+def test_a_key_at_the_top_and_under_params_is_an_error_naming_both(raw):
+    raw["models"]["fastflow"]["params"] = {"epochs": 7}
+    msg = _error(raw)
+    assert "models.fastflow.params.epochs" in msg and "'models.fastflow.epochs'" in msg
+    raw["models"]["fastflow"].pop("epochs")  # under params alone: it is the trainer's
+    assert load_plan(raw).spec(Run("demo", "brick", "fastflow", 0)).train.epochs == 7
+
+
+def test_committed_schema_is_the_generated_one():
+    """Snakemake validates against workflow/schemas/config.schema.yaml: regenerate it
+    with `uadflows schema --out workflow/schemas/config.schema.yaml`."""
+    from uadflows.config import SCHEMA_FILE, schema_yaml
+
+    assert (ROOT / SCHEMA_FILE).read_text() == schema_yaml()
+
+
+def test_schema_rejects_what_the_models_reject(raw):
+    import jsonschema
+
+    from uadflows.config import json_schema
+
+    jsonschema.validate(raw, json_schema())
+    raw["models"]["fastflow"]["learning_rate"] = 1e-3
+    with pytest.raises(jsonschema.ValidationError, match="learning_rate"):
+        jsonschema.validate(raw, json_schema())
+
+
+def test_spec_round_trips_and_load_errors_name_file_and_field(raw, tmp_path):
+    from uadflows.spec import JobSpec, SpecError
+
+    spec = load_plan(raw).spec(Run("demo", "brick", "fastflow", 0))
+    spec.save(tmp_path / "spec.json")
+    assert JobSpec.load(tmp_path / "spec.json") == spec
+    bad = spec.to_dict()
+    bad["train"]["epochs"] = 0
+    (tmp_path / "bad.json").write_text(__import__("json").dumps(bad))
+    with pytest.raises(SpecError, match=r"bad\.json.*field 'train\.epochs'"):
+        JobSpec.load(tmp_path / "bad.json")
+    with pytest.raises(Exception, match="frozen"):
+        spec.seed = 3

@@ -24,7 +24,8 @@ BIN = Path(sys.executable).parent
 
 
 def _train_cmd(spec, features, out):
-    return [str(BIN / "uadflows"), "train", "--spec", json.dumps(spec), "--features", str(features),
+    spec.save(out.parent / f"{out.name}.spec.json")
+    return [str(BIN / "uadflows"), "train", "--spec", str(out.parent / f"{out.name}.spec.json"), "--features", str(features),
             "--out", str(out), "--threads", "1"]
 
 
@@ -37,14 +38,14 @@ def test_kill9_mid_epoch_then_rerun_equals_uninterrupted(tiny_category, tmp_path
     state = out / "train_state.pt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and torch.load(state, weights_only=False)["epoch"] >= 3:
+        if state.exists() and torch.load(state, weights_only=True)["epoch"] >= 3:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read()
     time.sleep(0.1)  # somewhere inside a later epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(state, weights_only=False)["epoch"]
+    killed_at = torch.load(state, weights_only=True)["epoch"]
     assert 3 <= killed_at < 20
     assert not (out / "model.pt").exists()  # nothing that looks complete
 
@@ -60,7 +61,7 @@ def test_kill9_mid_epoch_then_rerun_equals_uninterrupted(tiny_category, tmp_path
         train(spec, tiny_category["features"], tmp_path / "straight")
     finally:
         torch.set_num_threads(threads)
-    a = torch.load(out / "model.pt", weights_only=False)
-    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=False)
-    assert a["summary"]["epochs"] == b["summary"]["epochs"] == 20
+    a = torch.load(out / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 20
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])

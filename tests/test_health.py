@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from pydantic import ValidationError
 
 from conftest import tiny_spec
 from test_fastflow import tiny_fastflow
@@ -79,20 +80,29 @@ def test_epoch_health_statistics_by_hand():
     assert "ln_scale0" in row and "ln_scale0" not in EpochHealth().row(tiny_fastflow(norm="no-affine"))
 
 
-def spec_with(epochs=3, **train_opts):
+def spec_with(epochs=3, protocol="last-epoch", **train_opts):
     spec = tiny_spec(epochs=epochs, norm="bounded")
-    spec["train"].update(train_opts)
-    return spec
+    return spec.model_copy(update={"protocol": protocol,
+                                   "train": spec.train.model_copy(update=train_opts)})
+
+
+def train_score_evaluate(spec, tiny, out):
+    out.mkdir(parents=True, exist_ok=True)
+    spec.save(out / "spec.json")
+    summary = train(spec, tiny["features"], out, index_csv=tiny["index"])
+    score(out / "model.pt", tiny["features"], out / "scores.npz", device="cpu")
+    metrics = evaluate(out / "spec.json", out / "summary.json", out / "scores.npz", out / "metrics.json")
+    return summary, metrics
 
 
 def test_training_records_health_and_the_labelled_diagnostic(tiny_category, tmp_path):
     out = tmp_path / "run"
-    summary = train(spec_with(eval_every=2), tiny_category["features"], out, index_csv=tiny_category["index"])
+    summary, metrics = train_score_evaluate(spec_with(eval_every=2), tiny_category, out)
     assert summary["health"]["health"] == "ok" and summary["protocol"] == "last-epoch"
     hist = pd.read_csv(out / "history.csv")
     assert list(hist.columns[:4]) == ["epoch", "loss", "lr", "seconds"]
     assert {f"{k}_scale{i}" for k in ("z2", "logdet", "ln") for i in range(3)} <= set(hist.columns)
-    model, _ = load_model(out / "model.pt")
+    model = load_model(out / "model.pt")[0]
     assert list(hist.filter(like="ln_scale").iloc[-1]) == pytest.approx(model.norm_scales())
     diag = pd.read_csv(out / diagnostic.CSV_NAME)
     assert list(diag["epoch"]) == [2, 3]  # every 2nd epoch and the last
@@ -100,31 +110,26 @@ def test_training_records_health_and_the_labelled_diagnostic(tiny_category, tmp_
     assert diag["image_auroc"].between(0, 1).all() and diag["pixel_auroc"].between(0, 1).all()
     assert (out / diagnostic.FIGURE_NAME).stat().st_size > 1000
     # the last checkpoint's diagnostic is the scored model's image AUROC (same maps)
-    score(out / "model.pt", tiny_category["features"], out / "scores.npz", device="cpu")
-    metrics = evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")
     assert metrics["metrics"]["image_auroc"] == pytest.approx(diag["image_auroc"].iloc[-1])
     assert metrics["health"]["health"] == "ok" and metrics["protocol"] == "last-epoch"
 
 
 def test_best_on_test_is_opt_in_reports_the_best_checkpoint_and_is_labelled(tiny_category, tmp_path):
-    spec = spec_with(epochs=4, eval_every=1)
-    spec["protocol"] = "best-on-test"
+    spec = spec_with(epochs=4, protocol="best-on-test", eval_every=1)
     out = tmp_path / "best"
-    summary = train(spec, tiny_category["features"], out, index_csv=tiny_category["index"])
+    summary, metrics = train_score_evaluate(spec, tiny_category, out)
     diag = pd.read_csv(out / diagnostic.CSV_NAME)
     best = diag.loc[diag["image_auroc"].idxmax()]
     assert summary["protocol"] == "best-on-test" and summary["best_epoch"] == int(best["epoch"])
-    score(out / "model.pt", tiny_category["features"], out / "scores.npz", device="cpu")
-    metrics = evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")
     assert metrics["metrics"]["image_auroc"] == pytest.approx(best["image_auroc"])
     assert metrics["protocol"] == "best-on-test" and metrics["best_epoch"] == int(best["epoch"])
     table = aggregate([out / "metrics.json"], tmp_path / "metrics.csv")
     assert list(table["protocol"]) == ["best-on-test"]
     # never without the checkpoints it picks from, and no other protocol name
     with pytest.raises(ValueError, match="protocol 'best-on-test' needs eval_every"):
-        train({**spec, "train": {**spec["train"], "eval_every": None}}, tiny_category["features"], tmp_path / "x")
-    with pytest.raises(ValueError, match="protocol 'best-epoch' is not one of last-epoch, best-on-test"):
-        train({**spec, "protocol": "best-epoch"}, tiny_category["features"], tmp_path / "y")
+        train(spec_with(protocol="best-on-test"), tiny_category["features"], tmp_path / "x")
+    with pytest.raises(ValidationError, match="protocol"):  # no other protocol name
+        type(spec).model_validate({**spec.to_dict(), "protocol": "best-epoch"})
 
 
 def test_report_lists_health_warnings_beside_failed_runs_and_labels_the_protocol(tmp_path):
@@ -155,9 +160,9 @@ def test_config_carries_eval_every_and_refuses_best_on_test_without_it():
     model.update(eval_every=5, protocol="best-on-test", params={"norm": "bounded"})
     plan = load_plan(raw)
     spec = plan.spec(plan.runs[0])
-    assert spec["train"]["eval_every"] == 5 and spec["protocol"] == "best-on-test"
-    assert spec["params"]["norm"] == "bounded"
-    json.dumps(spec)  # a job spec stays plain JSON
+    assert spec.train.eval_every == 5 and spec.protocol == "best-on-test"
+    assert spec.params["norm"] == "bounded"
+    assert json.loads(spec.to_json())["protocol"] == "best-on-test"
     del model["eval_every"]
     with pytest.raises(ConfigError, match=r"protocol': best-on-test needs 'eval_every'"):
         load_plan(raw)

@@ -11,7 +11,7 @@ from uadflows.backbones.base import Extractor, ExtractorSpec
 from uadflows.methods import create
 from uadflows.methods.msflow import MSFlow, MSFlowConfig
 from uadflows.methods.msflow.parallel import positional_encoding_2d
-from uadflows.methods.msflow.postprocess import msflow_anomaly_maps
+from uadflows.methods.msflow.anomaly_map import msflow_anomaly_maps
 
 
 class TinyExtractor(Extractor):

@@ -12,15 +12,16 @@ import torch
 from conftest import tiny_spec
 from uadflows.aggregate import aggregate
 from uadflows.evaluate import evaluate
-from uadflows.features import CacheError, ensure_cache, load_split, open_cache
+from uadflows.features import CacheError, extract, load_split, open_cache
 from uadflows.score import score
 from uadflows.train import load_model, train
 
 
 def _run(tiny, out, spec, **kw):
+    spec.save(out / "spec.json")
     summary = train(spec, tiny["features"], out, index_csv=tiny["index"], **kw)
     score(out / "model.pt", tiny["features"], out / "scores.npz", device="cpu")
-    evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")
+    evaluate(out / "spec.json", out / "summary.json", out / "scores.npz", out / "metrics.json")
     return summary, json.loads((out / "metrics.json").read_text())
 
 
@@ -58,8 +59,8 @@ def test_same_seed_same_metrics_and_resume_equals_uninterrupted(tiny_category, t
     assert not (out / "model.pt").exists()
     _, c = _run(tiny_category, out, spec)
     assert c["metrics"] == a["metrics"]
-    wa = torch.load(tmp_path / "a" / "model.pt", weights_only=False)["model"]
-    wc = torch.load(out / "model.pt", weights_only=False)["model"]
+    wa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["model"]
+    wc = torch.load(out / "model.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wc[k]) for k in wa)
     cols = ["epoch", "loss", "lr"]
     assert pd.read_csv(out / "history.csv")[cols].equals(pd.read_csv(tmp_path / "a" / "history.csv")[cols])
@@ -68,8 +69,8 @@ def test_same_seed_same_metrics_and_resume_equals_uninterrupted(tiny_category, t
 def test_other_seed_other_weights(tiny_category, tmp_path):
     train(tiny_spec(seed=0, epochs=1), tiny_category["features"], tmp_path / "s0")
     train(tiny_spec(seed=1, epochs=1), tiny_category["features"], tmp_path / "s1")
-    w0 = torch.load(tmp_path / "s0" / "model.pt", weights_only=False)["model"]
-    w1 = torch.load(tmp_path / "s1" / "model.pt", weights_only=False)["model"]
+    w0 = torch.load(tmp_path / "s0" / "model.pt", weights_only=True)["model"]
+    w1 = torch.load(tmp_path / "s1" / "model.pt", weights_only=True)["model"]
     assert any(not torch.equal(w0[k], w1[k]) for k in w0)
 
 
@@ -105,7 +106,7 @@ def test_nan_loss_fails_the_run_by_name_and_epoch(tiny_category, tmp_path, monke
     assert np.isnan(failed["image_auroc"]) and "epoch 3" in failed["error"]
 
 
-def test_truncated_cache_is_detected_and_rebuilt(tiny_category, tmp_path):
+def test_truncated_cache_is_detected_and_extract_rebuilds_it(tiny_category, tmp_path):
     import shutil
 
     copy = tmp_path / "features"
@@ -118,7 +119,7 @@ def test_truncated_cache_is_detected_and_rebuilt(tiny_category, tmp_path):
         load_split(copy, "train")
     from conftest import TINY_EXTRACTOR
 
-    ensure_cache(copy, tiny_category["index"], TINY_EXTRACTOR, device="cpu")
+    extract(tiny_category["index"], copy, TINY_EXTRACTOR, device="cpu")  # the extract rule's job
     assert target.read_bytes() == original
 
 
@@ -131,5 +132,35 @@ def test_corrupted_checkpoints_are_detected(tiny_category, tmp_path, capsys):
     assert "corrupted checkpoint" in capsys.readouterr().out
     assert (out / "train_state.corrupt").exists()
     (out / "model.pt").write_bytes((out / "model.pt").read_bytes()[:100])
-    with pytest.raises(RuntimeError, match="model.pt: unreadable or corrupted"):
+    with pytest.raises(RuntimeError, match="model.pt: refused or unreadable"):
         load_model(out / "model.pt")
+
+
+def test_checkpoint_that_would_run_code_is_refused(tiny_category, tmp_path):
+    """torch.load(weights_only=True): unpickling this file would create a folder; it is
+    refused with an error naming the file, and nothing is created."""
+    import os
+
+    from uadflows.train import CHECKPOINT_FORMAT
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    bad = tmp_path / "model.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": "{}", "status": "ok", "model": Payload()}, bad)
+    with pytest.raises(RuntimeError, match=r"model\.pt: refused"):
+        load_model(bad)
+    assert not marker.exists()
+    with pytest.raises(RuntimeError, match=r"model\.pt: refused"):
+        score(bad, tiny_category["features"], tmp_path / "scores.npz")
+    assert not marker.exists() and not (tmp_path / "scores.npz").exists()
+
+
+def test_old_format_checkpoint_asks_for_a_rerun(tmp_path):
+    old = tmp_path / "model.pt"
+    torch.save({"spec": {"method": "fastflow"}, "summary": {"status": "ok"}, "model": {}}, old)
+    with pytest.raises(RuntimeError, match=r"model\.pt: checkpoint format none.*rerun to rebuild"):
+        load_model(old)

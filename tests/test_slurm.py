@@ -344,8 +344,8 @@ def local_run(request, tmp_path_factory) -> Path:
         return work
 
 
-# Measured, not computed: timings, memory peaks and MLflow's run ids differ between runs.
-MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$")
+# Measured, not computed: timings, job start/end times, memory peaks and MLflow's run ids differ between runs.
+MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$|^started$|^ended$")
 
 
 def _canon(value):
@@ -383,7 +383,7 @@ def computed_content(path: Path):
     if path.suffix == ".pt":
         import torch
 
-        return _canon(torch.load(path, map_location="cpu", weights_only=False))
+        return _canon(torch.load(path, map_location="cpu", weights_only=True))
     if path.name.startswith("cost_"):  # the report's table of run times and memory
         return None
     return path.read_bytes()

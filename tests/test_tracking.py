@@ -79,7 +79,11 @@ def test_log_twice_keeps_one_run_each(store):
     children = [r for r in runs if r.data.tags["uadflows.role"] == "job"]
     assert len(parents) == 1 and len(children) == N_JOBS
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
-    assert parents[0].data.metrics == {"jobs": N_JOBS, "jobs_failed": 1.0}
+    metrics = parents[0].data.metrics
+    assert {k: metrics[k] for k in ("jobs", "jobs_failed")} == {"jobs": N_JOBS, "jobs_failed": 1.0}
+    ok = pd.read_csv(store["csv"]).query("status == 'ok'")
+    for model, value in ok.groupby("model")["image_auroc"].mean().items():  # per-entry means
+        assert metrics[f"image_auroc.{model}"] == pytest.approx(value)
 
 
 def test_child_params_metrics_history(store):

@@ -75,3 +75,45 @@ def test_lint_reports_nothing():
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Lints for" not in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+@pytest.mark.slow
+def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
+    """Each child run of the REAL workflow: every resolved parameter of its spec.json and
+    what produced it, the job's real times; the experiment opens on runs; compare pivots
+    by any parameter."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from uadflows.spec import JobSpec
+    from uadflows.tracking import compare
+
+    work = tiny_workflow
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("uadflows-tiny")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if r.data.tags.get("uadflows.role") == "job"]
+    assert len(children) == 2
+    for run in children:
+        folder = work / "results/runs" / run.data.tags["uadflows.key"]
+        spec = JobSpec.load(folder / "spec.json")
+        summary = json.loads((folder / "summary.json").read_text())
+        params = run.data.params
+        assert len(params) >= 12, params
+        expected = {"method": "fastflow", "backbone": "tf_efficientnet_lite0", "weights": "pretrained",
+                    "image_size": "[64, 64]", "train.epochs": "2", "train.batch_size": "4",
+                    "train.lr": str(spec.train.lr), "seed": "0", "dataset": "demo"}
+        assert {k: params.get(k) for k in expected} == expected
+        for key in ("uadflows_version", "git_commit", "torch_version", "timm_version", "freia_version"):
+            assert params[key] and params[key] != "unknown", key
+        assert params["index_digest"] == summary["index_digest"] and len(summary["index_digest"]) == 16
+        assert run.info.start_time == int(summary["started"] * 1000)
+        assert run.info.end_time - run.info.start_time > 1000  # the job's seconds, not the logger's
+    parent = next(r for r in runs if r.data.tags.get("uadflows.role") == "sweep")
+    df = pd.read_csv(work / "results/metrics.csv")
+    assert parent.data.metrics["image_auroc.fastflow"] == pytest.approx(df["image_auroc"].mean())
+    table = compare(uri, "uadflows-tiny", "image_auroc", rows="category", cols="train.epochs")
+    assert list(table.columns) == ["2"] and list(table.index) == ["brick", "gravel"]

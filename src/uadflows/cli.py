@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from uadflows.data.index import FORMATS
+
 
 def _json(text: str) -> dict:
     try:
@@ -79,15 +81,22 @@ def cmd_extract(a) -> int:
     return 0
 
 
+def _spec(path: str):
+    from uadflows.spec import JobSpec, SpecError
+
+    try:
+        return JobSpec.load(path)
+    except (SpecError, FileNotFoundError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_train(a) -> int:
-    from uadflows.features import ensure_cache
+    from uadflows.features import open_cache
     from uadflows.train import train
 
     _log_job(a.threads)
-    spec = a.spec
-    if a.index and a.extractor:
-        ensure_cache(a.features, a.index, a.extractor, device=spec.get("device", "auto"))
-    summary = train(spec, a.features, a.out, index_csv=a.index, stop_after_epoch=a.stop_after_epoch)
+    open_cache(a.features, index_csv=a.index)  # a bad cache is an error naming it: the extract rule rebuilds it
+    summary = train(a.spec, a.features, a.out, index_csv=a.index, stop_after_epoch=a.stop_after_epoch)
     print(json.dumps(summary))
     return 0
 
@@ -104,7 +113,7 @@ def cmd_evaluate(a) -> int:
     from uadflows.evaluate import evaluate
 
     _log_job()
-    r = evaluate(a.model, a.scores, a.out)
+    r = evaluate(a.spec, a.summary, a.scores, a.out)
     print(json.dumps(r.get("metrics", {"status": r["status"], "error": r.get("error")}), indent=1))
     return 0
 
@@ -168,8 +177,22 @@ def cmd_check_config(a) -> int:
         print(f"error: {a.config}: {e}", file=sys.stderr)
         return 2
     print(f"{a.config}: sweep {plan.sweep!r}, {len(plan.runs)} runs, "
-          f"{len(plan.extractors())} feature caches, datasets "
+          f"{len(plan.extractors)} feature caches, datasets "
           + ", ".join(f"{d.name} ({len(d.categories)} categories)" for d in plan.datasets.values()))
+    return 0
+
+
+def cmd_schema(a) -> int:
+    from uadflows.config import schema_yaml
+
+    text = schema_yaml()
+    if a.out:
+        from uadflows.io import atomic_path
+
+        with atomic_path(a.out) as tmp:
+            tmp.write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -188,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser("verify", help="index and check a dataset; print a table per category")
-    s.add_argument("--dataset", required=True, choices=["mvtec", "btad", "visa", "folder", "demo"])
+    s.add_argument("--dataset", required=True, choices=FORMATS)
     s.add_argument("--root", required=True)
     s.add_argument("--category", nargs="+")
     s.add_argument("--index-dir", help="write {category}.csv indexes here")
@@ -212,11 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train one run from cached features")
     s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    s.add_argument("--spec", required=True, type=_json, help="the job spec (JSON)")
+    s.add_argument("--spec", required=True, type=_spec, help="the job's spec.json")
     s.add_argument("--features", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--index", help="the category index (checks the cache's dataset version)")
-    s.add_argument("--extractor", type=_json, help="extractor arguments, to rebuild a corrupted cache")
     s.add_argument("--stop-after-epoch", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_train)
 
@@ -230,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_score)
 
     s = sub.add_parser("evaluate", help="metrics.json from scores and ground truth")
-    s.add_argument("--model", required=True)
+    s.add_argument("--spec", required=True, help="the job's spec.json")
+    s.add_argument("--summary", required=True, help="train's summary.json")
     s.add_argument("--scores", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_evaluate)
@@ -263,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", default="category")
     s.add_argument("--cols", default="model")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("schema", help="the config's JSON schema, generated from uadflows.config")
+    s.add_argument("--out", help="write it here (workflow/schemas/config.schema.yaml) instead of stdout")
+    s.set_defaults(func=cmd_schema)
 
     s = sub.add_parser("check-config", help="validate a config and print what it plans")
     s.add_argument("config")

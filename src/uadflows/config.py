@@ -1,71 +1,144 @@
 """The workflow configuration, typed and validated before any job runs.
 
-``load_plan(raw)`` checks a config dict against ``config.schema.yaml`` and then against
-what the schema cannot know (method and backbone names, category names, dataset roots),
-raising ``ConfigError`` with the offending key. The resulting ``Plan`` lists every run
-(dataset x category x model x seed) and the job spec each rule hands to the CLI.
+``Config`` (pydantic) is the one source of the config's types, defaults and messages; the
+JSON schema Snakemake's ``validate`` uses is generated from it (``uadflows schema``; a test
+checks the committed workflow/schemas/config.schema.yaml is current). ``load_plan(raw)``
+validates a config dict, then what a schema cannot know (method and backbone names,
+categories), raising ``ConfigError`` with the dotted key at fault. The ``Plan`` lists every
+run (dataset x category x model x seed) and builds each run's ``JobSpec`` once, trainer
+settings resolved from the method's recipe.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
-SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+from uadflows.data.index import FORMATS
+from uadflows.spec import EvaluationOptions, JobSpec, TrainOptions, run_key
+
+SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
+# Trainer settings: top-level keys of a model, resolved into JobSpec.train (never params).
+TRAINER_KEYS = ("epochs", "batch_size", "lr")
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
+DottedName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class ConfigError(ValueError):
     """A bad configuration; the message starts with the key at fault."""
 
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    name: str
-    format: str
-    root: Path
-    categories: tuple[str, ...]
-    demo: dict[str, Any] = field(default_factory=dict)
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    method: str
+def _unique(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("items must be unique")
+    return values
+
+
+class DemoOptions(_Section):
+    """Options of the generated demo data (format demo only)."""
+
+    seed: int | None = Field(None, ge=0)
+    image_size: int | None = Field(None, ge=32)
+    n_train: PositiveInt | None = None
+    n_test_good: PositiveInt | None = None
+    n_test_defect: PositiveInt | None = None
+
+
+class DatasetSection(_Section):
+    format: Literal[FORMATS]
+    root: str = Field(min_length=1)
+    categories: Literal["all"] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = "all"
+    demo: DemoOptions = DemoOptions()
+
+    @field_validator("categories")
+    @classmethod
+    def _unique_categories(cls, v):
+        return v if v == "all" else _unique(v)
+
+
+class Overrides(_Section):
+    """Per-category overrides of a model, e.g. ``{transistor: {image_size: 256}}``."""
+
+    image_size: int | None = Field(None, ge=16)
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    lr: PositiveFloat | None = None
+    params: dict[str, Any] = {}
+
+
+class ModelSection(_Section):
+    method: str = Field(description="a name of uadflows.methods.available()")
     backbone: str
-    image_size: int
+    image_size: int = Field(ge=16)
     pretrained: bool = True
     weights_file: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    checkpoint_every: int = 10
-    amp: bool = False
-    compile: bool = False
-    eval_every: int | None = None  # diagnostic test metrics every K epochs (diagnostic.py)
-    protocol: str = "last-epoch"
-    params: dict[str, Any] = field(default_factory=dict)
-    datasets: tuple[str, ...] | None = None
-    per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def for_category(self, category: str) -> "ModelConfig":
-        """This model with the category's overrides applied (params merged)."""
-        over = self.per_category.get(category)
-        if not over:
-            return self
-        fields = {k: v for k, v in over.items() if k != "params"}
-        params = {**self.params, **over.get("params", {})}
-        return _replace(self, params=params, per_category={}, **fields)
+    epochs: PositiveInt | None = Field(None, description="default: the method's recipe")
+    batch_size: PositiveInt | None = Field(None, description="default: the method's recipe")
+    lr: PositiveFloat | None = Field(None, description="default: the method's recipe")
+    checkpoint_every: PositiveInt = 10
+    amp: bool = Field(False, description="bfloat16 autocast in training (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the flow (CUDA only)")
+    eval_every: PositiveInt | None = Field(
+        None, description="diagnostic: test metrics every K epochs (diagnostic_on_test.csv); "
+        "evaluated on the test set, not a protocol")
+    protocol: Literal["last-epoch", "best-on-test"] = Field(
+        "last-epoch", description="last-epoch (default) or best-on-test: the best eval_every "
+        "checkpoint on the test set, as the original codes report; labelled wherever it appears")
+    params: dict[str, Any] = Field({}, description="the method's own parameters (its config.py)")
+    datasets: list[str] | None = Field(None, description="restrict this model to these datasets (default all)")
+    per_category: dict[str, Overrides] = {}
 
 
-def _replace(obj, **changes):
-    import dataclasses
+class MlflowSection(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
 
-    return dataclasses.replace(obj, **changes)
+
+class ReportSection(_Section):
+    figures: bool = True
+
+
+class Config(_Section):
+    """uadflows workflow configuration (config.yaml and configs/**.yaml)."""
+
+    sweep: DottedName = Field(description="name of this sweep (MLflow parent run, table captions)")
+    experiment: str | None = Field(None, description="MLflow experiment name (default uadflows-<sweep>)")
+    results: str = Field("results", description="folder every output is written to")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    weights_cache: str | None = Field(
+        None, description="folder of pretrained weights fetched once on the submit host (default <results>/weights)")
+    mlflow: MlflowSection = MlflowSection()
+    evaluation: EvaluationOptions = EvaluationOptions()
+    report: ReportSection = ReportSection()
+    datasets: Annotated[dict[Name, DatasetSection], Field(min_length=1)]
+    models: Annotated[dict[DottedName, ModelSection], Field(min_length=1)]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        return _unique(v)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of ``Config`` (what Snakemake's ``validate`` checks)."""
+    schema = Config.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_yaml() -> str:
+    return ("# GENERATED by `uadflows schema` from uadflows.config.Config: do not edit.\n"
+            + yaml.safe_dump(json_schema(), sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -77,98 +150,113 @@ class Run:
 
     @property
     def path(self) -> str:
-        return f"{self.dataset}/{self.category}/{self.model}/seed{self.seed}"
+        return run_key(self.dataset, self.category, self.model, self.seed)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    format: str
+    root: Path
+    categories: tuple[str, ...]
+    demo: DemoOptions
 
 
 @dataclass
 class Plan:
-    raw: dict[str, Any]
-    sweep: str
-    experiment: str
-    results: Path
-    device: str
-    seeds: tuple[int, ...]
-    tracking_uri: str
-    weights_cache: Path
-    evaluation: dict[str, Any]
-    figures: bool
-    datasets: dict[str, DatasetConfig]
-    models: dict[str, ModelConfig]
+    config: Config
+    datasets: dict[str, Dataset]
+    recipes: dict[str, dict[str, Any]]  # method -> its trainer defaults
+
+    @property
+    def sweep(self) -> str:
+        return self.config.sweep
+
+    @property
+    def experiment(self) -> str:
+        return self.config.experiment or f"uadflows-{self.config.sweep}"
+
+    @property
+    def results(self) -> Path:
+        return Path(self.config.results)
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.config.mlflow.tracking_uri
+
+    @property
+    def figures(self) -> bool:
+        return self.config.report.figures
+
+    @property
+    def weights_cache(self) -> Path:
+        return Path(self.config.weights_cache or self.results / "weights").expanduser()
 
     @cached_property
     def runs(self) -> list[Run]:
         out = []
         for d in self.datasets.values():
             for c in d.categories:
-                for m in self.models.values():
-                    if m.datasets is not None and d.name not in m.datasets:
-                        continue
-                    out.extend(Run(d.name, c, m.name, s) for s in self.seeds)
+                for name, m in self.config.models.items():
+                    if m.datasets is None or d.name in m.datasets:
+                        out.extend(Run(d.name, c, name, s) for s in self.config.seeds)
         return out
 
-    def model(self, name: str, category: str) -> ModelConfig:
-        return self.models[name].for_category(category)
+    @cached_property
+    def specs(self) -> dict[Run, JobSpec]:
+        """Every run's job spec, built once."""
+        return {r: self._build_spec(r) for r in self.runs}
 
-    def extractor(self, model: str, category: str) -> dict[str, Any]:
-        """Arguments of ``create_extractor`` for this model on this category."""
-        m = self.model(model, category)
-        return {
-            "name": m.backbone,
-            "image_size": m.image_size,
-            "pretrained": m.pretrained,
-            "weights_file": m.weights_file,
-            "cache_dir": str(self.weights_cache),
-        }
+    @cached_property
+    def extractors(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """``create_extractor`` arguments of every distinct (dataset, category, extractor key)."""
+        out = {}
+        for r, s in self.specs.items():
+            out[(r.dataset, r.category, s.extractor)] = {
+                "name": s.backbone, "image_size": s.image_size[0], "pretrained": s.pretrained,
+                "weights_file": s.weights_file, "cache_dir": str(self.weights_cache),
+            }
+        return out
 
-    def extractor_key(self, model: str, category: str) -> str:
+    def spec(self, run: Run) -> JobSpec:
+        return self.specs[run]
+
+    def _build_spec(self, run: Run) -> JobSpec:
         from uadflows.backbones import extractor_spec
 
-        e = self.extractor(model, category)
-        return extractor_spec(
-            e["name"], image_size=e["image_size"], pretrained=e["pretrained"],
-            weights_file=e["weights_file"],
-        ).key()
-
-    def extractors(self) -> dict[tuple[str, str, str], dict[str, Any]]:
-        """Every distinct (dataset, category, extractor key) the runs need."""
-        out = {}
-        for r in self.runs:
-            out[(r.dataset, r.category, self.extractor_key(r.model, r.category))] = self.extractor(
-                r.model, r.category
-            )
-        return out
-
-    def spec(self, run: Run) -> dict[str, Any]:
-        """The resolved job config: everything that determines a run's results."""
-        m = self.model(run.model, run.category)
+        m = self.config.models[run.model]
+        over = m.per_category.get(run.category, Overrides())
+        where = f"models.{run.model}"
+        params = {**m.params, **over.params}
+        top = {k: getattr(over, k) if getattr(over, k) is not None else getattr(m, k) for k in TRAINER_KEYS}
+        for k in TRAINER_KEYS:
+            if k in params:
+                if top[k] is not None:
+                    raise ConfigError(f"config key '{where}.params.{k}': also given as '{where}.{k}'; "
+                                      "set it once (at the top level of the model)")
+                top[k] = params.pop(k)
+        train = {k: top[k] if top[k] is not None else self.recipes[m.method][k] for k in TRAINER_KEYS}
+        size = over.image_size or m.image_size
         d = self.datasets[run.dataset]
-        return {
-            "sweep": self.sweep,
-            "dataset": d.name,
-            "format": d.format,
-            "category": run.category,
-            "model": m.name,
-            "method": m.method,
-            "backbone": m.backbone,
-            "seed": run.seed,
-            "image_size": [m.image_size, m.image_size],
-            "pretrained": m.pretrained,
-            "weights_file": m.weights_file,
-            "extractor": self.extractor_key(run.model, run.category),
-            "params": dict(m.params),
-            "train": {
-                "epochs": m.epochs,
-                "batch_size": m.batch_size,
-                "lr": m.lr,
-                "checkpoint_every": m.checkpoint_every,
-                "amp": m.amp,
-                "compile": m.compile,
-                "eval_every": m.eval_every,
-            },
-            "evaluation": dict(self.evaluation),
-            "device": self.device,
-            "protocol": m.protocol,
-        }
+        key = extractor_spec(m.backbone, image_size=size, pretrained=m.pretrained,
+                             weights_file=m.weights_file).key()
+        try:
+            return JobSpec(
+                sweep=self.sweep, dataset=d.name, format=d.format, category=run.category,
+                model=run.model, method=m.method, backbone=m.backbone, pretrained=m.pretrained,
+                weights_file=m.weights_file, image_size=(size, size), extractor=key, seed=run.seed,
+                device=self.device, params=params, evaluation=self.config.evaluation,
+                train=TrainOptions(**train, checkpoint_every=m.checkpoint_every, amp=m.amp,
+                                   compile=m.compile, eval_every=m.eval_every),
+                protocol=m.protocol,
+            )
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"config key '{where}.{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -184,123 +272,86 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def validate_schema(raw: dict[str, Any]) -> dict[str, Any]:
-    """JSON-schema validation, defaults filled in; errors name the key path."""
-    import jsonschema
+def parse_config(raw: dict[str, Any]) -> Config:
+    """Types and defaults; every error names its dotted key."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_message(err) for err in e.errors()[:10])) from None
 
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for e in errors[:10]:
-            key = ".".join(str(p) for p in e.absolute_path) or "(top level)"
-            lines.append(f"config key '{key}': {e.message}")
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
-    return raw
+
+def _message(err: dict[str, Any]) -> str:
+    # pydantic adds a union member's type to the location (e.g. 'list[str]'): not a key
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("literal")))]
+    if err["type"] in ("missing", "extra_forbidden"):
+        parent, key = ".".join(loc[:-1]) or "(top level)", loc[-1]
+        what = "missing required key" if err["type"] == "missing" else "unknown key"
+        return f"config key '{parent}': {what} {key!r}"
+    return f"config key '{'.'.join(loc) or '(top level)'}': {err['msg']}"
 
 
 def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
-    """Validate ``raw`` (schema, then names and paths) and build the Plan."""
+    """Validate ``raw`` (types, then names and categories) and build the Plan.
+
+    ``check_roots=False`` (the workflow) plans a config whose dataset roots are elsewhere
+    (e.g. the cluster's): the official category lists stand in, and the verify rule
+    reports a missing root; ``uadflows check-config`` checks them."""
     from uadflows import methods
-    from uadflows.data import OFFICIAL_CATEGORIES, DatasetError, resolve_categories
 
-    raw = copy.deepcopy(raw)
-    validate_schema(raw)
-
-    datasets: dict[str, DatasetConfig] = {}
-    for name, d in raw["datasets"].items():
-        root = Path(d["root"]).expanduser()
-        sel = d.get("categories", "all")
-        if d["format"] == "demo":
-            cats = OFFICIAL_CATEGORIES["demo"] if sel == "all" else list(sel)
-            bad = [c for c in cats if c not in OFFICIAL_CATEGORIES["demo"]]
-            if bad:
-                raise ConfigError(
-                    f"config key 'datasets.{name}.categories': unknown demo category {bad[0]!r};"
-                    f" known: {', '.join(OFFICIAL_CATEGORIES['demo'])}"
-                )
-        elif root.is_dir() or check_roots:
-            if not root.is_dir():
-                raise ConfigError(f"config key 'datasets.{name}.root': folder {root} does not exist")
-            try:
-                cats = resolve_categories(d["format"], root, sel)
-            except DatasetError as e:
-                raise ConfigError(f"config key 'datasets.{name}.categories': {e}") from None
-        else:  # planning a config for another machine: the official lists stand in
-            official = OFFICIAL_CATEGORIES.get(d["format"], ())
-            cats = list(official) if sel == "all" else list(sel)
-            bad = [c for c in cats if official and c not in official]
-            if bad or not cats:
-                raise ConfigError(f"config key 'datasets.{name}.categories': unknown category "
-                                  f"{(bad or ['all'])[0]!r} for format {d['format']}")
-        datasets[name] = DatasetConfig(name, d["format"], root, tuple(cats), d.get("demo", {}))
-
-    models: dict[str, ModelConfig] = {}
-    for name, m in raw["models"].items():
-        if m["method"] not in methods.available():
-            raise ConfigError(
-                f"config key 'models.{name}.method': unknown method {m['method']!r};"
-                f" available: {', '.join(methods.available())}"
-            )
-        _check_backbone(f"models.{name}.backbone", m["backbone"])
-        for ds in m.get("datasets") or []:
+    config = parse_config(copy.deepcopy(raw))
+    datasets = {name: _dataset(name, d, check_roots) for name, d in config.datasets.items()}
+    known_cats = {c for d in datasets.values() for c in d.categories}
+    recipes = {}
+    for name, m in config.models.items():
+        if m.method not in methods.available():
+            raise ConfigError(f"config key 'models.{name}.method': unknown method {m.method!r};"
+                              f" available: {', '.join(methods.available())}")
+        recipes[m.method] = methods.recipe(m.method)
+        _check_backbone(f"models.{name}.backbone", m.backbone)
+        for ds in m.datasets or []:
             if ds not in datasets:
                 raise ConfigError(f"config key 'models.{name}.datasets': no dataset named {ds!r}")
-        known_cats = {c for d in datasets.values() for c in d.categories}
-        for cat in m.get("per_category", {}):
+        for cat in m.per_category:
             if cat not in known_cats:
-                raise ConfigError(
-                    f"config key 'models.{name}.per_category.{cat}': not a category of any dataset"
-                )
-        wf = m.get("weights_file")
-        if wf and check_roots and not Path(wf).expanduser().is_file():
-            raise ConfigError(f"config key 'models.{name}.weights_file': file {wf} does not exist")
-        if m.get("protocol") == "best-on-test" and not m.get("eval_every"):
+                raise ConfigError(f"config key 'models.{name}.per_category.{cat}': not a category of any dataset")
+        if m.weights_file and check_roots and not Path(m.weights_file).expanduser().is_file():
+            raise ConfigError(f"config key 'models.{name}.weights_file': file {m.weights_file} does not exist")
+        if m.protocol == "best-on-test" and not m.eval_every:
             raise ConfigError(f"config key 'models.{name}.protocol': best-on-test needs "
                               "'eval_every' (the checkpoints it picks the best of)")
-        models[name] = ModelConfig(
-            name=name,
-            method=m["method"],
-            backbone=m["backbone"],
-            image_size=m["image_size"],
-            pretrained=m.get("pretrained", True),
-            weights_file=wf,
-            epochs=m.get("epochs"),
-            batch_size=m.get("batch_size"),
-            lr=m.get("lr"),
-            checkpoint_every=m.get("checkpoint_every", 10),
-            amp=m.get("amp", False),
-            compile=m.get("compile", False),
-            eval_every=m.get("eval_every"),
-            protocol=m.get("protocol", "last-epoch"),
-            params=m.get("params", {}),
-            datasets=tuple(m["datasets"]) if m.get("datasets") else None,
-            per_category=m.get("per_category", {}),
-        )
-
-    sweep = raw["sweep"]
-    results = Path(raw.get("results", "results"))
-    plan = Plan(
-        raw=raw,
-        sweep=sweep,
-        experiment=raw.get("experiment", f"uadflows-{sweep}"),
-        results=results,
-        device=raw.get("device", "auto"),
-        seeds=tuple(raw["seeds"]),
-        tracking_uri=raw.get("mlflow", {}).get("tracking_uri", "sqlite:///mlflow.db"),
-        weights_cache=Path(raw.get("weights_cache", results / "weights")).expanduser(),
-        evaluation={
-            "resolution": raw.get("evaluation", {}).get("resolution", "original"),
-            "pro_limit": raw.get("evaluation", {}).get("pro_limit", 0.3),
-        },
-        figures=raw.get("report", {}).get("figures", True),
-        datasets=datasets,
-        models=models,
-    )
+    plan = Plan(config=config, datasets=datasets, recipes=recipes)
     if not plan.runs:
         raise ConfigError("config key 'models': no (dataset, model) pair selects any run")
+    plan.specs  # noqa: B018 - every spec built (and checked) now, before any job runs
     return plan
+
+
+def _dataset(name: str, d: DatasetSection, check_roots: bool) -> Dataset:
+    from uadflows.data import OFFICIAL_CATEGORIES, DatasetError, resolve_categories
+
+    root = Path(d.root).expanduser()
+    sel = d.categories
+    key = f"datasets.{name}.categories"
+    if d.format == "demo":
+        cats = list(OFFICIAL_CATEGORIES["demo"]) if sel == "all" else list(sel)
+        bad = [c for c in cats if c not in OFFICIAL_CATEGORIES["demo"]]
+        if bad:
+            raise ConfigError(f"config key '{key}': unknown demo category {bad[0]!r};"
+                              f" known: {', '.join(OFFICIAL_CATEGORIES['demo'])}")
+    elif root.is_dir() or check_roots:
+        if not root.is_dir():
+            raise ConfigError(f"config key 'datasets.{name}.root': folder {root} does not exist")
+        try:
+            cats = resolve_categories(d.format, root, sel)
+        except DatasetError as e:
+            raise ConfigError(f"config key '{key}': {e}") from None
+    else:  # planning a config for another machine: the official lists stand in
+        official = OFFICIAL_CATEGORIES.get(d.format, ())
+        cats = list(official) if sel == "all" else list(sel)
+        bad = [c for c in cats if official and c not in official]
+        if bad or not cats:
+            raise ConfigError(f"config key '{key}': unknown category {(bad or ['all'])[0]!r} for format {d.format}")
+    return Dataset(name, d.format, root, tuple(cats), d.demo)
 
 
 def _check_backbone(key: str, name: str) -> None:

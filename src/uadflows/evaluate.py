@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from uadflows.io import write_json
+from uadflows.io import read_json, write_json
+from uadflows.spec import JobSpec
 
 
 def _masks(mask_paths: np.ndarray, image_paths: np.ndarray) -> list[np.ndarray] | None:
@@ -27,21 +27,27 @@ def _masks(mask_paths: np.ndarray, image_paths: np.ndarray) -> list[np.ndarray] 
     return out
 
 
-def evaluate(model_pt: str | Path, scores_npz: str | Path, out_json: str | Path) -> dict[str, Any]:
+def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | Path,
+             out_json: str | Path) -> dict[str, Any]:
+    """Torch-free: the job spec, train's weight-free summary and the scores."""
     from uadflows import metrics as M
 
-    ck = torch.load(model_pt, map_location="cpu", weights_only=False)
-    spec, summary = ck["spec"], ck["summary"]
-    key = {k: spec[k] for k in ("sweep", "dataset", "category", "model", "method", "backbone", "seed")}
-    ev = spec["evaluation"]
+    spec, summary = JobSpec.load(spec_json), read_json(summary_json)
+    key = {k: getattr(spec, k) for k in ("sweep", "dataset", "category", "model", "method", "backbone", "seed")}
+    ev = {"resolution": spec.evaluation.resolution, "pro_limit": spec.evaluation.pro_limit}
     result: dict[str, Any] = {
-        "key": key, "protocol": spec["protocol"], "resolution": ev["resolution"],
-        "pro_limit": ev["pro_limit"], "spec": spec,
+        "key": key, "protocol": spec.protocol, "resolution": ev["resolution"],
+        "pro_limit": ev["pro_limit"], "spec": spec.to_dict(),
         # training health verdict (health.py); best_epoch: only under protocol best-on-test
         "health": summary.get("health"), "best_epoch": summary.get("best_epoch"),
     }
     with np.load(scores_npz) as z:
         d = {k: z[k] for k in z.files}
+    # the job's real times (MLflow shows them): training's start to scoring's end
+    result["times"] = {"started": summary.get("started"),
+                       "ended": float(d["ended"]) if "ended" in d else summary.get("ended")}
+    result["provenance"] = {k: v for k, v in summary.items() if k.endswith("_version")
+                            or k in ("git_commit", "index_digest")}
     if str(d["status"]) != "ok":
         result.update(status="failed", error=summary.get("error") or str(d.get("error", "")))
         write_json(out_json, result)

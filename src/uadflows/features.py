@@ -16,7 +16,6 @@ every array's size against meta.json, so a truncated file is caught, not read as
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from uadflows.io import atomic_dir, write_json
+from uadflows.io import atomic_dir, read_json, write_json
 
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1
@@ -177,9 +176,9 @@ def open_cache(folder: str | Path, *, index_csv: str | Path | None = None) -> di
     if not meta_path.is_file():
         raise CacheError(f"{folder}: no meta.json, the feature cache is missing or incomplete")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CacheError(f"{meta_path}: corrupted ({e})") from None
+        meta = read_json(meta_path)
+    except ValueError as e:
+        raise CacheError(f"{e}; the extract rule rebuilds it") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise CacheError(f"{meta_path}: cache format {meta.get('format_version')}, expected {FORMAT_VERSION}")
     for split, info in meta["splits"].items():
@@ -202,14 +201,3 @@ def load_split(folder: str | Path, split: str, *, index_csv: str | Path | None =
     if split not in meta["splits"]:
         raise CacheError(f"{folder}: no split {split!r}")
     return FeatureSplit(Path(folder) / split, meta["splits"][split]["n"], len(meta["spec"]["channels"]))
-
-
-def ensure_cache(
-    folder: str | Path, index_csv: str | Path, extractor_args: dict[str, Any], *, device: str = "auto"
-) -> dict[str, Any]:
-    """Open the cache; if it is corrupted or stale, rebuild it (same inputs, same features)."""
-    try:
-        return open_cache(folder, index_csv=index_csv)
-    except CacheError as e:
-        print(f"warning: {e}; rebuilding the feature cache", flush=True)
-        return extract(index_csv, folder, extractor_args, device=device)

@@ -23,16 +23,17 @@ def score(
     model_pt: str | Path, features_dir: str | Path, out_npz: str | Path, *,
     batch_size: int = 32, device: str | None = None, index_csv: str | Path | None = None,
 ) -> dict[str, Any]:
-    ck_spec = torch.load(model_pt, map_location="cpu", weights_only=False)["spec"]
-    dev = resolve_device(device or ck_spec.get("device", "auto"))
-    model, ck = load_model(model_pt, dev)
-    summary = ck["summary"]
+    """``device`` None: the job spec's. The checkpoint is read once."""
+    started = time.time()
+    model, spec, ck = load_model(model_pt, "cpu")
     if model is None:
-        _save_npz(out_npz, status=np.array("failed"), error=np.array(summary.get("error") or ""))
+        _save_npz(out_npz, status=np.array("failed"), error=np.array(ck.get("error") or ""))
         return {"status": "failed"}
+    dev = resolve_device(device or spec.device)
+    model.to(dev)
 
     data = load_split(features_dir, "test", index_csv=index_csv)
-    size = tuple(ck["spec"]["image_size"])
+    size = spec.image_size
     maps: dict[str, list[np.ndarray]] = {}
     seconds = 0.0
     with torch.inference_mode():
@@ -46,7 +47,7 @@ def score(
                 maps.setdefault(k, []).append(v.float().cpu().numpy())
     arrays = {k: np.concatenate(v) for k, v in maps.items()}
     if "map" not in arrays or "score" not in arrays:
-        raise RuntimeError(f"method {ck['spec']['method']} returned {sorted(arrays)}, needs map and score")
+        raise RuntimeError(f"method {spec.method} returned {sorted(arrays)}, needs map and score")
     samples = data.samples()
     arrays.update(
         status=np.array("ok"),
@@ -55,6 +56,8 @@ def score(
         masks=np.array([str(s.mask) if s.mask else "" for s in samples]),
         flow_seconds=np.array(seconds),
         pro_map=np.array("maps" if model.pro_map == "map" else model.pro_map),
+        started=np.array(started),
+        ended=np.array(time.time()),
     )
     arrays["image_scores"] = arrays.pop("score")
     arrays["maps"] = arrays.pop("map")

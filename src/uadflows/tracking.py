@@ -12,7 +12,6 @@ has a single rule for it). mlflow is imported inside the functions: it is slow t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -36,6 +35,9 @@ TAG_ROLE, TAG_SWEEP, TAG_KEY = "uadflows.role", "uadflows.sweep", "uadflows.key"
 TAG_FINGERPRINT, TAG_ERROR = "uadflows.fingerprint", "uadflows.error"
 TAG_HEALTH = "uadflows.health"
 HEALTH_PREFIXES = ("z2_scale", "logdet_scale", "ln_scale")
+# The MLflow 3 UI opens an experiment of this kind on its runs, not on GenAI traces
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 RUN_TAGS = ["dataset", "category", "method", "backbone", "model", "seed", "protocol", "status",
             "resolution"]
 MAX_VALUE = 5000  # MLflow rejects longer param/tag values
@@ -100,10 +102,8 @@ def compare(
     sweep: str | None = None,
 ) -> pd.DataFrame:
     """A rows x cols pivot of ``metric`` (mean over seeds) over the child runs of an
-    experiment (of one sweep when given): what ``uadflows compare`` prints."""
-    for name, value in (("rows", rows), ("cols", cols)):
-        if value not in RUN_TAGS:
-            raise ReportError(f"{name}={value!r}: choose one of {RUN_TAGS}")
+    experiment (of one sweep when given): what ``uadflows compare`` prints. ``rows`` and
+    ``cols`` may be any run tag or logged parameter (e.g. ``train.epochs``)."""
     with _quiet():
         client = _client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
@@ -117,8 +117,13 @@ def compare(
     if not runs:
         raise ReportError(f"{tracking_uri}: experiment {experiment!r} has no job runs"
                           + (f" of sweep {sweep!r}" if sweep else ""))
-    records = [{**{t: r.data.tags.get(t) for t in RUN_TAGS}, **r.data.metrics} for r in runs]
+    records = [{**r.data.params, **{t: r.data.tags.get(t) for t in RUN_TAGS}, **r.data.metrics}
+               for r in runs]
     table = pd.DataFrame(records)
+    for name, value in (("rows", rows), ("cols", cols)):
+        if value not in table.columns:
+            known = sorted(set(RUN_TAGS) | set().union(*(r.data.params for r in runs)))
+            raise ReportError(f"{name}={value!r}: not a tag or parameter of the runs; choose one of {known}")
     if metric not in table.columns or table[metric].isna().all():
         known = sorted(set().union(*(r.data.metrics for r in runs)))
         raise ReportError(f"{experiment!r}: no run has metric {metric!r}; logged: {known}")
@@ -133,7 +138,8 @@ class _Job:
         self.row, self.key, self.parent_id = row, run_key(row), parent_id
         self.folder = _folder(row, metrics_csv)
         # diagnostic_on_test.*: the labelled metric-vs-epoch diagnostic (diagnostic.py)
-        names = ("metrics.json", "spec.json", "history.csv", "diagnostic_on_test.csv", "diagnostic_on_test.png")
+        names = ("metrics.json", "spec.json", "summary.json", "history.csv", "diagnostic_on_test.csv",
+                 "diagnostic_on_test.png")
         self.files = [self.folder / n for n in names
                       if self.folder and (self.folder / n).is_file()]
         self.figures = []
@@ -143,9 +149,9 @@ class _Job:
             self.figures = figures_for_run(figures_dir, row["dataset"], row["category"],
                                            row["model"])
         spec_path = self.folder / "spec.json" if self.folder else None
-        self.spec = read_json(spec_path) if spec_path and spec_path.is_file() else {}
         record_path = self.folder / "metrics.json" if self.folder else None
         self.record = read_json(record_path) if record_path and record_path.is_file() else {}
+        self.params = _params(spec_path, self.record)
         if row["status"] == "ok" and not self.record:
             raise ReportError(f"{self.folder}: metrics.json missing for a finished run")
         self.history = read_history(self.folder / "history.csv") if self.folder else None
@@ -167,10 +173,12 @@ class _Job:
         health = (self.record.get("health") or {}).get("message")
         if health:  # the training health verdict (uadflows.health)
             tags[TAG_HEALTH] = str(health)[:MAX_VALUE]
-        run = client.create_run(experiment_id, tags=tags, run_name=self.key)
+        times = self.record.get("times") or {}
+        start, end = (int(times[k] * 1000) if times.get(k) else None for k in ("started", "ended"))
+        run = client.create_run(experiment_id, tags=tags, run_name=self.key, start_time=start)
         run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        params = [Param(k, v[:MAX_VALUE]) for k, v in _flatten(self.spec).items()]
+        now = end or int(time.time() * 1000)
+        params = [Param(k, v[:MAX_VALUE]) for k, v in self.params.items()]
         metrics = [Metric(k, v, now, 0) for k, v in self._scalars().items()]
         if self.history is not None:
             # the training health statistics of history.csv (health.py), stepped like the loss
@@ -192,7 +200,7 @@ class _Job:
         for path in self.figures:
             client.log_artifact(run_id, str(path), "figures")
         client.log_batch(run_id, tags=[RunTag(TAG_FINGERPRINT, self.fingerprint)])
-        client.set_terminated(run_id, "FINISHED" if status == "ok" else "FAILED")
+        client.set_terminated(run_id, "FINISHED" if status == "ok" else "FAILED", end_time=end)
 
     def _scalars(self) -> dict[str, float]:
         values = dict(self.record.get("metrics") or {})
@@ -211,16 +219,18 @@ def _folder(row: pd.Series, metrics_csv: Path) -> Path | None:
         return None  # a run that failed early may have no folder; it is still logged
 
 
-def _flatten(spec: dict, prefix: str = "") -> dict[str, str]:
-    """{"train": {"lr": 0.001}} -> {"train.lr": "0.001"}; lists stay JSON text."""
-    flat: dict[str, str] = {}
-    for key, value in spec.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, str) else json.dumps(value)
-    return flat
+def _params(spec_path: Path | None, record: dict) -> dict[str, str]:
+    """Every resolved parameter of the job spec (flattened) and what produced the run."""
+    from uadflows.spec import JobSpec, SpecError, flatten
+
+    params = {k: str(v) for k, v in (record.get("provenance") or {}).items()}
+    if spec_path is None or not spec_path.is_file():
+        return params
+    raw = read_json(spec_path)
+    try:
+        return {**JobSpec.parse(raw, str(spec_path)).flat(), **params}
+    except SpecError:  # a hand-made folder (report.synthetic): its keys as they are
+        return {**flatten(raw), **params}
 
 
 # ---- experiment and parent ------------------------------------------------------------------
@@ -233,9 +243,12 @@ def _client(tracking_uri: str):
 def _experiment(client, name: str, artifact_location: str | None) -> str:
     found = client.get_experiment_by_name(name)
     if found is None:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
     if found.lifecycle_stage == "deleted":
         client.restore_experiment(found.experiment_id)
+    if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
     return found.experiment_id
 
 
@@ -251,7 +264,8 @@ def _parent(client, experiment_id, sweep, jobs, tables_dir, figures_dir) -> tupl
                                 tags={TAG_ROLE: "sweep", TAG_SWEEP: sweep})
         state = "created"
     run_id = run.info.run_id
-    counts = {"jobs": float(len(jobs)), "jobs_failed": float((jobs["status"] == "failed").sum())}
+    counts = {"jobs": float(len(jobs)), "jobs_failed": float((jobs["status"] == "failed").sum()),
+              **_entry_means(jobs)}
     changed = [Metric(k, v, int(time.time() * 1000), 0) for k, v in counts.items()
                if run.data.metrics.get(k) != v]  # unchanged values are not logged twice
     if changed:
@@ -266,6 +280,17 @@ def _parent(client, experiment_id, sweep, jobs, tables_dir, figures_dir) -> tupl
                 client.log_artifact(run_id, str(path), "figures")
     client.set_terminated(run_id, "FINISHED")
     return run_id, state
+
+
+def _entry_means(jobs: pd.DataFrame) -> dict[str, float]:
+    """``<metric>.<model>``: each entry's (model's) mean over its finished runs."""
+    ok = jobs[jobs["status"] == "ok"]
+    out = {}
+    for metric in [c for c in ("image_auroc", "pixel_auroc", "au_pro", "pixel_ap") if c in ok.columns]:
+        for model, value in ok.groupby("model")[metric].mean().items():
+            if math.isfinite(value):
+                out[f"{metric}.{model}"] = float(value)
+    return out
 
 
 def _children(client, experiment_id: str, sweep: str) -> dict[str, list]:

@@ -11,6 +11,7 @@ from ``(seed, e)`` alone, so no random state has to survive the restart).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import random
@@ -22,19 +23,21 @@ import numpy as np
 import torch
 
 from uadflows import diagnostic
-from uadflows.features import load_split, resolve_device
+from uadflows.features import index_digest, load_split, open_cache, resolve_device
 from uadflows.health import EpochHealth, verdict
-from uadflows.io import atomic_path
+from uadflows.provenance import provenance
+from uadflows.io import atomic_path, write_json
+from uadflows.spec import JobSpec
 
 STATE_FILE = "train_state.pt"
+SUMMARY_FILE = "summary.json"
+# Checkpoints hold tensors and plain values only (the spec as JSON text), read with
+# torch.load(weights_only=True): a checkpoint can never run code. Bumped on layout changes.
+CHECKPOINT_FORMAT = 2
 
 
 class Divergence(RuntimeError):
     """A NaN or infinite loss: the run is recorded as failed, not reported."""
-
-
-def run_name(spec: dict[str, Any]) -> str:
-    return f"{spec['dataset']}/{spec['category']}/{spec['model']}/seed{spec['seed']}"
 
 
 def seed_everything(seed: int) -> None:
@@ -43,23 +46,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(spec: dict[str, Any]):
+def build_model(spec: JobSpec):
     """The method of a job spec, its backbone a weightless stand-in (features are cached)."""
     from uadflows import methods
 
-    kwargs = dict(spec.get("params") or {})
-    for k, v in (spec.get("train") or {}).items():
-        if k in ("epochs", "batch_size", "lr") and v is not None:
-            kwargs[k] = v
-    seed_everything(spec["seed"])  # FrEIA's random permutations are drawn at construction
-    return methods.create(
-        spec["method"],
-        backbone=spec["backbone"],
-        pretrained=False,
-        image_size=spec["image_size"][0],
-        build_backbone=False,
-        **kwargs,
-    )
+    seed_everything(spec.seed)  # FrEIA's random permutations are drawn at construction
+    return methods.create(spec.method, backbone=spec.backbone, pretrained=False,
+                          image_size=spec.image_size[0], build_backbone=False, **spec.params)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,24 +66,44 @@ def flow_parameter_count(model: torch.nn.Module) -> int:
 
 def _save(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        torch.save({"format": CHECKPOINT_FORMAT, **obj}, tmp)
 
 
-def _load_state(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
-    """The resume state, or None; a corrupted or foreign file is set aside, not trusted."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents; refuses anything but tensors and plain values."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except Exception as e:  # noqa: BLE001 - unpickling refused, truncated, not a zip...
+        raise CheckpointError(f"{path}: refused or unreadable checkpoint (only tensors and plain "
+                              f"values are loaded): {str(e).splitlines()[0]}; delete it and rerun") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        found = ck.get("format", "none") if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(f"{path}: checkpoint format {found}, this uadflows reads format "
+                              f"{CHECKPOINT_FORMAT} (an older version wrote it); delete it and rerun to rebuild")
+    return ck
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is refused, unreadable or of another format; names the file."""
+
+
+def _load_state(path: Path, spec: JobSpec) -> dict[str, Any] | None:
+    """The resume state, or None; an unreadable or foreign file is set aside, not trusted."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        state = read_checkpoint(path)
+        if "model" not in state or "epoch" not in state:
             raise ValueError("not a uadflows training state")
-    except Exception as e:  # noqa: BLE001 - any unreadable file is treated alike
+    except (CheckpointError, ValueError) as e:
         bad = path.with_suffix(".corrupt")
         os.replace(path, bad)
-        print(f"warning: {path}: corrupted checkpoint ({e}); moved to {bad.name}, training from scratch",
-              flush=True)
+        print(f"warning: {e}; moved to {bad.name}, training from scratch", flush=True)
         return None
-    if state.get("spec") != spec:
+    if state.get("spec") != spec.to_json():
         print(f"warning: {path}: written for another job spec; training from scratch", flush=True)
         return None
     return state
@@ -109,43 +122,42 @@ def optimizer_step(model, setup, loss: torch.Tensor) -> None:
 
 
 def train(
-    spec: dict[str, Any],
+    spec: JobSpec,
     features_dir: str | Path,
     out_dir: str | Path,
     *,
     index_csv: str | Path | None = None,
     stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Train one run; write ``model.pt`` and ``history.csv`` into ``out_dir``.
+    """Train one run; write ``model.pt``, ``history.csv`` and ``summary.json`` (weight-free:
+    status, cost, start and end times) into ``out_dir``.
 
     ``stop_after_epoch`` ends the process's work early (tests of resumption).
-    Returns a summary dict (status, epochs, seconds, flow_params).
+    Returns the summary.
     """
+    started = time.time()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".*.tmp"):  # half-written by a killed predecessor of this job
         stale.unlink()
-    dev = resolve_device(spec.get("device", "auto"))
-    name = run_name(spec)
+    dev = resolve_device(spec.device)
+    name = spec.key
 
     model = build_model(spec).to(dev)
-    cfg = model.config
-    epochs, batch_size = int(cfg.epochs), int(cfg.batch_size)
+    opts = spec.train
+    epochs, batch_size = opts.epochs, opts.batch_size
     data = load_split(features_dir, "train", index_csv=index_csv)
     steps = math.ceil(len(data) / batch_size)
-    setup = model.train_setup(epochs, steps)
-    opts = spec.get("train") or {}
-    every = int(opts.get("checkpoint_every") or 10)
+    setup = model.train_setup(epochs, steps, lr=opts.lr)
     # Issue 22: test metrics every `eval_every` epochs (a labelled diagnostic), and the
     # opt-in protocol that reports the best of those checkpoints (diagnostic.py).
-    eval_every = int(opts.get("eval_every") or 0)
-    protocol = spec.get("protocol", "last-epoch")
-    diagnostic.check_protocol(protocol, eval_every, name)
+    eval_every = opts.eval_every or 0
+    diagnostic.check_protocol(spec.protocol, eval_every, name)
     test_set = None
     on_gpu = dev.type == "cuda"
     # GPU-only speed options: bfloat16 autocast needs no loss scaling; compile the flow once.
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and bool(opts.get("amp")))
-    flow = torch.compile(model) if on_gpu and opts.get("compile") else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and opts.amp)
+    flow = torch.compile(model) if on_gpu and opts.compile else model
 
     state_path = out_dir / STATE_FILE
     history: list[dict[str, float]] = []
@@ -166,7 +178,7 @@ def train(
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
         model.train()
-        order = np.random.default_rng([spec["seed"], epoch]).permutation(len(data))
+        order = np.random.default_rng([spec.seed, epoch]).permutation(len(data))
         total, count = 0.0, 0
         health = EpochHealth()
         for idx, feats in data.batches(batch_size, order, dev):
@@ -190,13 +202,13 @@ def train(
         print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f}", flush=True)
         done = epoch + 1
         if eval_every and (done % eval_every == 0 or done == epochs):
-            test_set = test_set or diagnostic.TestSet(features_dir, spec["image_size"], index_csv)
+            test_set = test_set or diagnostic.TestSet(features_dir, spec.image_size, index_csv)
             evaluated.append({"epoch": done, **test_set.evaluate(model, dev)})
             diagnostic.write_csv(out_dir / diagnostic.CSV_NAME, evaluated)
-            if protocol == "best-on-test" and diagnostic.best(evaluated)["epoch"] == done:
+            if spec.protocol == "best-on-test" and diagnostic.best(evaluated)["epoch"] == done:
                 best_state = {"epoch": done, "model": trainable_state(model)}
-        if done % every == 0 or done == epochs or done == stop_after_epoch:
-            _save({"spec": spec, "epoch": done, "history": history,
+        if done % opts.checkpoint_every == 0 or done == epochs or done == stop_after_epoch:
+            _save({"spec": spec.to_json(), "epoch": done, "history": history,
                    "model": trainable_state(model), "optimizer": setup.optimizer.state_dict(),
                    "scheduler": setup.scheduler.state_dict() if setup.scheduler else None,
                    "evaluated": evaluated, "best": best_state},
@@ -208,7 +220,7 @@ def train(
     if evaluated:
         diagnostic.plot(evaluated, out_dir / diagnostic.FIGURE_NAME, name)
     final = trainable_state(model)
-    if protocol == "best-on-test" and best_state is not None and not error:
+    if spec.protocol == "best-on-test" and best_state is not None and not error:
         final = best_state["model"]
     summary = {
         "status": "failed" if error else "ok",
@@ -219,12 +231,17 @@ def train(
         "device": str(dev),
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "started": started,
+        "ended": time.time(),
+        "index_digest": index_digest(index_csv) if index_csv else open_cache(features_dir)["index_digest"],
+        **provenance(),
         "health": verdict(history),
-        "protocol": protocol,
-        "best_epoch": best_state["epoch"] if protocol == "best-on-test" and best_state else None,
+        "protocol": spec.protocol,
+        "best_epoch": best_state["epoch"] if spec.protocol == "best-on-test" and best_state else None,
     }
-    _save({"spec": spec, "summary": summary, "model": None if error else final},
-          out_dir / "model.pt")
+    _save({"spec": spec.to_json(), "status": summary["status"], "error": error,
+           "model": None if error else final}, out_dir / "model.pt")
+    write_json(out_dir / SUMMARY_FILE, summary)
     if error:
         print(f"ERROR: {error}; recorded as a failed run", flush=True)
     return summary
@@ -247,20 +264,16 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def load_model(model_pt: str | Path, device: str | torch.device = "cpu"):
-    """(model or None, checkpoint dict) from a ``model.pt``; None for a failed run."""
+    """(model or None, spec, checkpoint) from a ``model.pt``, read once; None for a failed run."""
     path = Path(model_pt)
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        spec, summary = ck["spec"], ck["summary"]
-    except Exception as e:  # noqa: BLE001
-        raise RuntimeError(f"{path}: unreadable or corrupted model checkpoint ({e}); "
-                           "delete it and rerun to retrain") from None
-    if summary["status"] != "ok":
-        return None, ck
+    ck = read_checkpoint(path)
+    spec = JobSpec.parse(json.loads(ck["spec"]), f"{path} (its spec)")
+    if ck["status"] != "ok":
+        return None, spec, ck
     model = build_model(spec)
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
-        raise RuntimeError(f"{path}: checkpoint does not fit the model (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]})")
-    return model.to(device).eval(), ck
+        raise CheckpointError(f"{path}: checkpoint does not fit the model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    return model.to(device).eval(), spec, ck

@@ -1,27 +1,21 @@
-# Config validation beyond the schema, and the input functions of every rule.
-# The logic lives in uadflows.config (tested without Snakemake).
+# The plan (every run's JobSpec, built once) and the input functions of every rule: dict
+# lookups into it. The logic lives in uadflows.config (tested without Snakemake).
 import json
-import sys
 
 from snakemake.exceptions import WorkflowError
 
 from uadflows.config import ConfigError, Run, load_plan
 
-def dry_run():
-    """`-n`: Snakemake decides this after parsing, so read it from the command line."""
-    return any(a in ("--dry-run", "--dryrun") or (a[:1] == "-" and a[1:2] != "-" and "n" in a[1:]
-               and a[1:].isalpha()) for a in sys.argv[1:])
-
-
 try:
-    # A dry run may plan a config for another machine (e.g. the cluster's dataset roots).
-    PLAN = load_plan(config, check_roots=not dry_run())
+    # Dataset roots may be another machine's (e.g. the cluster's): the verify rule checks them.
+    PLAN = load_plan(config, check_roots=False)
 except ConfigError as e:
     raise WorkflowError(str(e))
 
 R = str(PLAN.results)
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
+RUN = f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}"
 # Keep large tensors' pages mapped between iterations instead of glibc's default
 # mmap/munmap of every big allocation (a third of the CPU time went to the system);
 # measured in docs/benchmarks.md.
@@ -36,12 +30,8 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def run_dir(run):
-    return f"{R}/runs/{run.path}"
-
-
 def all_metrics():
-    return [f"{run_dir(r)}/metrics.json" for r in PLAN.runs]
+    return [f"{R}/runs/{r.path}/metrics.json" for r in PLAN.runs]
 
 
 def index_csv(dataset, category):
@@ -59,32 +49,31 @@ def dataset_indexes(wildcards):
     return [index_csv(wildcards.dataset, c) for c in PLAN.datasets[wildcards.dataset].categories]
 
 
+def extractor_args(wildcards):
+    return PLAN.extractors[(wildcards.dataset, wildcards.category, wildcards.extractor)]
+
+
 def weights_input(wildcards):
-    args = PLAN.extractors()[(wildcards.dataset, wildcards.category, wildcards.extractor)]
-    if not args["pretrained"] or args["weights_file"]:
-        return []
-    return [f"{PLAN.weights_cache}/{args['name']}.json"]
+    """The cached hub weights, or the user's weights file (a missing one stops the plan)."""
+    args = extractor_args(wildcards)
+    if args["weights_file"]:
+        return [args["weights_file"]]
+    return [f"{PLAN.weights_cache}/{args['name']}.json"] if args["pretrained"] else []
 
 
-def extractor_json(wildcards):
-    return json.dumps(PLAN.extractors()[(wildcards.dataset, wildcards.category, wildcards.extractor)])
+def job_spec(wildcards):
+    return PLAN.specs[Run(wildcards.dataset, wildcards.category, wildcards.model, int(wildcards.seed))]
 
 
-def run_of(wildcards):
-    return Run(wildcards.dataset, wildcards.category, wildcards.model, int(wildcards.seed))
+def write_spec(wildcards, path, log):
+    spec = job_spec(wildcards)
+    spec.save(path)
+    with open(log, "w") as f:
+        f.write(f"{path}: job spec {spec.digest()}\n")
 
 
 def features_dir(wildcards):
-    key = PLAN.extractor_key(wildcards.model, wildcards.category)
-    return f"{R}/features/{wildcards.dataset}/{wildcards.category}/{key}"
-
-
-def spec_json(wildcards):
-    return json.dumps(PLAN.spec(run_of(wildcards)), sort_keys=True)
-
-
-def run_extractor_json(wildcards):
-    return json.dumps(PLAN.extractor(wildcards.model, wildcards.category))
+    return f"{R}/features/{wildcards.dataset}/{wildcards.category}/{job_spec(wildcards).extractor}"
 
 
 def job_extractor_spec(wildcards):
@@ -92,9 +81,11 @@ def job_extractor_spec(wildcards):
     from uadflows.backbones import extractor_spec
 
     if hasattr(wildcards, "model"):
-        e = PLAN.extractor(wildcards.model, wildcards.category)
+        s = job_spec(wildcards)
+        e = {"name": s.backbone, "image_size": s.image_size[0], "pretrained": s.pretrained,
+             "weights_file": s.weights_file}
     else:
-        e = PLAN.extractors()[(wildcards.dataset, wildcards.category, wildcards.extractor)]
+        e = extractor_args(wildcards)
     return extractor_spec(e["name"], image_size=e["image_size"], pretrained=e["pretrained"],
                           weights_file=e["weights_file"])
 

@@ -11,7 +11,7 @@ rule demo_data:
         root=lambda w: PLAN.datasets[w.dataset].root,
         categories=lambda w: " ".join(PLAN.datasets[w.dataset].categories),
         options=lambda w: " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in PLAN.datasets[w.dataset].demo.items()
+            f"--{k.replace('_', '-')} {v}" for k, v in PLAN.datasets[w.dataset].demo.model_dump(exclude_none=True).items()
         ),
     log:
         f"{LOGS}/demo_data/{{dataset}}.log",

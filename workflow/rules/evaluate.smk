@@ -7,16 +7,17 @@ rule evaluate:
     conda:
         "../../envs/uadflows.yaml"
     input:
-        model=rules.train.output.model,
+        spec=rules.spec.output[0],
+        summary=rules.train.output.summary,
         scores=rules.score.output[0],
     output:
-        f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}/metrics.json",
+        f"{RUN}/metrics.json",
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.tsv"
     shell:
-        "uadflows evaluate --model {input.model} --scores {input.scores} --out {output} > {log} 2>&1"
+        "uadflows evaluate --spec {input.spec} --summary {input.summary} --scores {input.scores} --out {output} > {log} 2>&1"
 
 
 rule aggregate:

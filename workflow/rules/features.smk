@@ -31,7 +31,7 @@ rule extract:
     output:
         directory(f"{R}/features/{{dataset}}/{{category}}/{{extractor}}"),
     params:
-        extractor=extractor_json,
+        extractor=lambda w: json.dumps(extractor_args(w)),
         device=PLAN.device,
     threads: 4
     log:

@@ -1,4 +1,16 @@
-# Training from the feature cache, then scoring the test split (GPU jobs).
+# The job spec (local), training from the feature cache, then scoring the test split (GPU jobs).
+
+
+rule spec:
+    output:
+        f"{RUN}/spec.json",
+    params:
+        # a changed config changes the digest: Snakemake reruns the spec and what follows
+        digest=lambda w: job_spec(w).digest(),
+    log:
+        f"{LOGS}/spec/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.log",
+    run:
+        write_spec(wildcards, output[0], log[0])
 
 
 rule train:
@@ -10,14 +22,14 @@ rule train:
     conda:
         "../../envs/uadflows.yaml"
     input:
+        spec=rules.spec.output[0],
         features=features_dir,
         index=lambda w: index_csv(w.dataset, w.category),
     output:
-        model=f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}/model.pt",
-        history=f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}/history.csv",
+        model=f"{RUN}/model.pt",
+        history=f"{RUN}/history.csv",
+        summary=f"{RUN}/summary.json",
     params:
-        spec=spec_json,
-        extractor=run_extractor_json,
         out=lambda w, output: os.path.dirname(output.model),
     threads: 4
     log:
@@ -25,8 +37,8 @@ rule train:
     benchmark:
         f"{BENCH}/train/{{dataset}}/{{category}}/{{model}}/seed{{seed}}.tsv"
     shell:
-        "HF_HUB_OFFLINE=1 uadflows train --threads {threads} --spec {params.spec:q} --features {input.features}"
-        " --index {input.index} --extractor {params.extractor:q} --out {params.out} > {log} 2>&1"
+        "HF_HUB_OFFLINE=1 uadflows train --threads {threads} --spec {input.spec} --features {input.features}"
+        " --index {input.index} --out {params.out} > {log} 2>&1"
 
 
 rule score:
@@ -41,7 +53,7 @@ rule score:
         model=rules.train.output.model,
         features=features_dir,
     output:
-        f"{R}/runs/{{dataset}}/{{category}}/{{model}}/seed{{seed}}/scores.npz",
+        f"{RUN}/scores.npz",
     params:
         device=PLAN.device,
     threads: 4

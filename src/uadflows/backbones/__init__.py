@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from uadflows.backbones import weights
-from uadflows.backbones.base import SPEC_ONLY, Extractor, ExtractorSpec, SpecOnlyExtractor
+from uadflows.backbones.base import Extractor, ExtractorSpec, SpecOnlyExtractor
 from uadflows.backbones.setups import MULTI_SETUPS, VIT_SETUPS, available, cnn_setup, extractor_spec, kind_of, split_name
 
 
@@ -31,12 +31,8 @@ def create_extractor(
 ) -> Extractor:
     """A frozen extractor in eval mode: images in [0, 1] (B, 3, H, W) at
     ``spec.image_size`` -> list of (B, C_s, H_s, W_s); normalisation happens inside.
-
-    Inside ``uadflows.methods.create(..., build_backbone=False)`` this returns a weightless
-    ``SpecOnlyExtractor`` with the same spec."""
+    (A weightless stand-in with the same spec: ``SpecOnlyExtractor(extractor_spec(...))``.)"""
     spec = extractor_spec(name, image_size=image_size, pretrained=pretrained, weights_file=weights_file)
-    if SPEC_ONLY.get():
-        return SpecOnlyExtractor(spec)
     kind = kind_of(name)
     if kind == "multi":
         from uadflows.backbones.vit import MultiScaleExtractor, build_vit

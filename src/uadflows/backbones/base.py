@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -61,8 +60,3 @@ class SpecOnlyExtractor(Extractor):
             f"backbone {self.spec.name} was built without weights (build_backbone=False): "
             "features come from the feature cache"
         )
-
-
-# Set by ``uadflows.methods.create(..., build_backbone=False)``; ``create_extractor``
-# then returns a SpecOnlyExtractor.
-SPEC_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("uadflows_spec_only", default=False)

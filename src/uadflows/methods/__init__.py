@@ -1,52 +1,125 @@
 """Method registry: ``create("fastflow", backbone="resnet18", pretrained=False)``.
 
-Each method lives in its own module and registers a factory with ``@register``. A factory
-takes ``backbone`` (an extractor name), ``pretrained`` (bool, or a path to a weights file),
-``image_size`` (None: the recipe's) and the method's own keyword parameters, and returns a
-``FlowMethod``.
+Adding a method = one folder here, found on first use, with these files:
+
+- ``__init__.py``: exports, and nothing that runs at import but the model's import;
+- ``config.py``: the method's typed recipe, a dataclass whose fields are the config's
+  ``params`` plus the trainer defaults ``epochs``, ``batch_size`` and ``lr`` (the plan
+  resolves those into ``JobSpec.train``; the trainer never reads them back from a model);
+- ``model.py``: the ``FlowMethod`` subclass and its modules, registered with one line,
+  ``@register("name")`` (it sets the class's ``name``); the class also gives ``label``
+  (tables, figures), ``config_class``, ``default_backbone``, ``default_image_size`` and
+  ``from_params(extractor, **params)``;
+- ``anomaly_map.py``: maps and image scores from the latents;
+- extras where a method needs them (msflow: fusion, parallel, schedule; uflow: nfa).
+
+``create`` is the one builder of what every method needs before its own parts: the
+backbone (a set-up name or a ready ``Extractor``), its input size, its weights (pretrained
+flag or a weights file) or, with ``build_backbone=False``, a weightless
+``SpecOnlyExtractor`` (training and scoring read cached features).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import pkgutil
 from typing import Callable
 
-from uadflows.backbones.base import SPEC_ONLY
+from uadflows.backbones.base import Extractor
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 
-_REGISTRY: dict[str, Callable[..., FlowMethod]] = {}
-# Modules imported on first use, so `import uadflows.methods` stays light.
-_MODULES = {
-    "fastflow": "uadflows.methods.fastflow",
-    "msflow": "uadflows.methods.msflow",
-    "uflow": "uadflows.methods.uflow",
-}
+_REGISTRY: dict[str, type[FlowMethod]] = {}
 
 
-def register(name: str):
-    def deco(factory: Callable[..., FlowMethod]):
-        _REGISTRY[name] = factory
-        return factory
+def register(name: str) -> Callable[[type[FlowMethod]], type[FlowMethod]]:
+    """Class decorator: ``@register("fastflow") class FastFlow(FlowMethod)``."""
+
+    def deco(cls: type[FlowMethod]) -> type[FlowMethod]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method {name!r} registered twice ({_REGISTRY[name].__module__}, {cls.__module__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
 
     return deco
 
 
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
 def available() -> list[str]:
-    return sorted(_MODULES)
+    if not _REGISTRY:
+        _discover()
+    return sorted(_REGISTRY)
 
 
-def create(name: str, *, build_backbone: bool = True, **kwargs) -> FlowMethod:
-    """Build a method. ``build_backbone=False`` gives it a weightless backbone stand-in
-    (same spec): what training and scoring from the feature cache need."""
-    if name not in _MODULES:
+def get(name: str) -> type[FlowMethod]:
+    if name not in available():
         raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}")
-    if name not in _REGISTRY:
-        importlib.import_module(_MODULES[name])
-    token = SPEC_ONLY.set(not build_backbone)
-    try:
-        return _REGISTRY[name](**kwargs)
-    finally:
-        SPEC_ONLY.reset(token)
+    return _REGISTRY[name]
 
 
-__all__ = ["FlowMethod", "FlowOutput", "TrainSetup", "create", "register", "available"]
+def recipe(name: str) -> dict[str, float | int]:
+    """The trainer defaults of a method's recipe (its config.py)."""
+    defaults = get(name).config_class()
+    return {"epochs": defaults.epochs, "batch_size": defaults.batch_size, "lr": defaults.lr}
+
+
+def build_extractor(
+    backbone: str | Extractor,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    pretrained: bool | str | os.PathLike = True,
+    cache_dir: str | os.PathLike | None = None,
+    build_backbone: bool = True,
+    method: str = "",
+) -> Extractor:
+    """An extractor by set-up name (``pretrained`` may be a weights file), or ``backbone``
+    itself when it is one (its size must then match ``image_size``)."""
+    if isinstance(backbone, Extractor):
+        size = tuple(backbone.spec.image_size)
+        if image_size is not None and _pair(image_size) != size:
+            raise ValueError(f"{method}: image_size {image_size} differs from the given extractor's {size}")
+        return backbone
+    from uadflows.backbones import create_extractor, extractor_spec  # heavy: imported on use
+    from uadflows.backbones.base import SpecOnlyExtractor
+
+    weights_file = None if isinstance(pretrained, bool) else pretrained
+    args = dict(image_size=image_size, pretrained=weights_file is not None or bool(pretrained),
+                weights_file=weights_file)
+    if not build_backbone:
+        return SpecOnlyExtractor(extractor_spec(backbone, **args))
+    return create_extractor(backbone, cache_dir=cache_dir, **args)
+
+
+def create(
+    name: str,
+    *,
+    backbone: str | Extractor | None = None,
+    pretrained: bool | str | os.PathLike = True,
+    image_size: int | tuple[int, int] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    build_backbone: bool = True,
+    **params,
+) -> FlowMethod:
+    """Build a method. ``image_size`` None: a given extractor's, else the recipe's;
+    ``params``: fields of the method's config (unknown keys raise)."""
+    cls = get(name)
+    if image_size is None and not isinstance(backbone, Extractor):
+        image_size = params.pop("image_size", None) or cls.default_image_size
+    extractor = build_extractor(backbone if backbone is not None else cls.default_backbone,
+                                image_size=image_size, pretrained=pretrained, cache_dir=cache_dir,
+                                build_backbone=build_backbone, method=name)
+    return cls.from_params(extractor, **params)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+__all__ = ["FlowMethod", "FlowOutput", "TrainSetup", "available", "build_extractor", "create", "get",
+           "recipe", "register"]

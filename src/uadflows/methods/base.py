@@ -48,9 +48,14 @@ class TrainSetup:
 
 
 class FlowMethod(nn.Module):
-    """Base class. Subclasses set ``name`` and implement the abstract methods."""
+    """Base class. ``@methods.register("name")`` sets ``name``; subclasses set the class
+    attributes below and implement the abstract methods."""
 
     name: str = ""
+    label: str = ""  # how tables and figures name the method
+    config_class: type = type(None)  # the method's recipe (its config.py)
+    default_backbone: str = "resnet18"
+    default_image_size: int | None = None  # None: the backbone set-up's
     # The map AU-PRO is computed on (a key of ``anomaly_maps``), where a paper uses another
     # map for PRO than for pixel AUROC.
     pro_map: str = "map"
@@ -93,7 +98,13 @@ class FlowMethod(nn.Module):
         ``"log_nfa"``) and scores (e.g. ``"score_max"``) which are saved alongside."""
         raise NotImplementedError
 
-    def train_setup(self, epochs: int, steps_per_epoch: int) -> TrainSetup:
+    @classmethod
+    def from_params(cls, extractor: Extractor, **params: Any) -> "FlowMethod":
+        """The method on ``extractor`` with its config built from ``params`` (unknown keys raise)."""
+        raise NotImplementedError
+
+    def train_setup(self, epochs: int, steps_per_epoch: int, lr: float | None = None) -> TrainSetup:
+        """Optimiser and schedule; ``lr`` None: the recipe's (the trainer passes the job's)."""
         raise NotImplementedError
 
     # ---- convenience for users ------------------------------------------------------

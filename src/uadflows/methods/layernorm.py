@@ -20,13 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORMS = ("faithful", "bounded", "no-affine")
-
-
-def check_norm(norm: object, where: str) -> str:
-    if norm not in NORMS:
-        raise ValueError(f"{where}: norm {norm!r} is not one of {', '.join(NORMS)}")
-    return norm  # type: ignore[return-value]
+from uadflows.methods.norm_modes import NORMS, check_norm
 
 
 class PreFlowLayerNorm(nn.LayerNorm):

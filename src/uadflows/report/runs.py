@@ -6,11 +6,13 @@ reject) the same inputs the same way.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from uadflows import io
+from uadflows.spec import run_key as spec_run_key
 
 KEY_COLUMNS = ["dataset", "category", "model", "method", "backbone", "seed"]
 REQUIRED_COLUMNS = [*KEY_COLUMNS, "status"]
@@ -119,16 +121,15 @@ def run_dir(row: pd.Series, metrics_csv: str | Path) -> Path:
 
 def run_key(row: pd.Series) -> str:
     """The run's identity inside a sweep: dataset/category/model/seed<N>."""
-    return f"{row['dataset']}/{row['category']}/{row['model']}/seed{int(row['seed'])}"
+    return spec_run_key(row["dataset"], row["category"], row["model"], int(row["seed"]))
 
 
 def read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise ReportError(f"{path}: file not found")
+    """``io.read_json``, its errors as ReportError; the file must hold an object."""
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{path}: invalid JSON ({err})") from err
+        data = io.read_json(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ReportError(str(err)) from None
     if not isinstance(data, dict):
         raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

@@ -8,14 +8,16 @@ import torch
 from torch import nn
 
 from uadflows.backbones.base import Extractor
+from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 from uadflows.methods.msflow.config import MSFlowConfig
 from uadflows.methods.msflow.fusion import FusionFlow
 from uadflows.methods.msflow.parallel import build_parallel_flow, positional_encoding_2d
-from uadflows.methods.msflow.postprocess import msflow_anomaly_maps
+from uadflows.methods.msflow.anomaly_map import msflow_anomaly_maps
 from uadflows.methods.msflow.schedule import build_scheduler
 
 
+@register("msflow")
 class MSFlow(FlowMethod):
     """Raw stage features -> AvgPool2d(3, 2, 1) -> one conditional parallel flow per scale
     -> the fusion flow -> one latent per scale.
@@ -27,7 +29,10 @@ class MSFlow(FlowMethod):
     is a fixed pre-processing step, outside the density.
     """
 
-    name = "msflow"
+    label = "MSFlow"
+    config_class = MSFlowConfig
+    default_backbone = "wide_resnet50_2"
+    default_image_size = 512  # the recipe's (MSFlowConfig.image_size)
     pro_map = "map_mul"  # the original computes PRO on the "mul" map, pixel AUROC on "add"
 
     def __init__(self, backbone: Extractor, config: MSFlowConfig | None = None):
@@ -116,11 +121,15 @@ class MSFlow(FlowMethod):
     def anomaly_maps(self, out: FlowOutput, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         return msflow_anomaly_maps(out.z, tuple(size), self.config.top_k)
 
-    def train_setup(self, epochs: int, steps_per_epoch: int) -> TrainSetup:
+    @classmethod
+    def from_params(cls, extractor: Extractor, **params) -> "MSFlow":
+        return cls(extractor, MSFlowConfig.from_kwargs(**params))
+
+    def train_setup(self, epochs: int, steps_per_epoch: int, lr: float | None = None) -> TrainSetup:
         """Adam, warm-up + step decay stepped once per epoch (see ``schedule``), clip 2."""
         if steps_per_epoch < 1:
             raise ValueError(f"msflow.train_setup: steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        optimizer = torch.optim.Adam(self.trainable_parameters(), lr=self.config.lr)
+        optimizer = torch.optim.Adam(self.trainable_parameters(), lr=lr or self.config.lr)
         return TrainSetup(
             optimizer=optimizer,
             scheduler=build_scheduler(optimizer, epochs, self.config),

@@ -78,5 +78,5 @@ class UFlowConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise KeyError(f"uflow config: unknown key(s) {unknown}; known: {sorted(known)}")
+            raise KeyError(f"uflow config: unknown parameter(s) {unknown}; known: {sorted(known)}")
         return cls(**dict(values))

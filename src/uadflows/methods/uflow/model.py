@@ -25,6 +25,7 @@ from FrEIA.modules import AllInOneBlock, IRevNetUpsampling
 from torch import nn
 
 from uadflows.backbones.base import Extractor
+from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 from uadflows.methods.uflow.config import UFlowConfig, image_size_pair
 from uadflows.methods.uflow.nfa import log_nfa_map
@@ -139,10 +140,14 @@ class UShapedFlow(nn.Module):
         return features
 
 
+@register("uflow")
 class UFlow(FlowMethod):
     """U-Flow on a frozen extractor; ``self.config`` holds the recipe (a ``UFlowConfig``)."""
 
-    name = "uflow"
+    label = "U-Flow"
+    config_class = UFlowConfig
+    default_backbone = "ms_cait"
+    default_image_size = 448  # the recipe's (UFlowConfig.image_size)
 
     def __init__(self, backbone: Extractor, config: UFlowConfig | None = None):
         super().__init__(backbone)
@@ -218,13 +223,19 @@ class UFlow(FlowMethod):
             maps["log_nfa"] = log_nfa_map(out.z, size, tail=self.config.nfa_tail).to(anomaly.device)
         return maps
 
-    def train_setup(self, epochs: int, steps_per_epoch: int) -> TrainSetup:
+    @classmethod
+    def from_params(cls, extractor: Extractor, **params) -> "UFlow":
+        """``params``: UFlowConfig fields; the image size is the extractor's."""
+        h, w = extractor.spec.image_size
+        return cls(extractor, UFlowConfig.from_dict({**params, "image_size": h if h == w else (h, w)}))
+
+    def train_setup(self, epochs: int, steps_per_epoch: int, lr: float | None = None) -> TrainSetup:
         """Adam (lr, weight decay 1e-5) and LinearLR 1.0 -> 0.4, stepped once per epoch so the
         last epoch runs at 0.4 x lr."""
         if epochs < 1:
             raise ValueError(f"uflow.train_setup: epochs must be >= 1, got {epochs}")
         optimizer = torch.optim.Adam(
-            self.trainable_parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+            self.trainable_parameters(), lr=lr or self.config.lr, weight_decay=self.config.weight_decay
         )
         scheduler = torch.optim.lr_scheduler.LinearLR(
             optimizer,

@@ -1,0 +1,127 @@
+"""The job spec: everything that determines one run's results, typed, frozen and versioned.
+
+The plan (``uadflows.config``) builds one ``JobSpec`` per run, with the trainer settings
+already resolved from the method's recipe; the workflow writes it to
+``runs/{dataset}/{category}/{model}/seed{seed}/spec.json`` and every later step (train,
+score, evaluate, report, tracking) reads it back with ``JobSpec.load(path)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from uadflows.io import read_json, write_json
+
+SPEC_VERSION = 1
+SPEC_FILE = "spec.json"
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the file and the field."""
+
+
+def run_key(dataset: str, category: str, model: str, seed: int) -> str:
+    """The one name of a run: its folder under ``runs/`` and its MLflow run name."""
+    return f"{dataset}/{category}/{model}/seed{seed}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainOptions(_Frozen):
+    """Trainer settings, resolved at plan time (config value, else the method's recipe).
+    The learning-rate schedule is the method's own (its ``params`` set it)."""
+
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    checkpoint_every: PositiveInt = 10
+    amp: bool = False
+    compile: bool = False
+    eval_every: PositiveInt | None = None  # the test-set diagnostic (uadflows.diagnostic)
+
+
+class EvaluationOptions(_Frozen):
+    resolution: Literal["original", "model"] = "original"
+    pro_limit: float = Field(0.3, gt=0, le=1)
+
+
+class JobSpec(_Frozen):
+    version: Literal[1] = SPEC_VERSION
+    sweep: str
+    dataset: str
+    format: str
+    category: str
+    model: str
+    method: str
+    backbone: str
+    pretrained: bool = True
+    weights_file: str | None = None
+    image_size: tuple[PositiveInt, PositiveInt]
+    extractor: str
+    seed: int = Field(ge=0)
+    device: str = "auto"
+    protocol: Literal["last-epoch", "best-on-test"] = "last-epoch"  # best-on-test: opt-in, needs eval_every
+    params: dict[str, Any] = Field(default_factory=dict)
+    train: TrainOptions
+    evaluation: EvaluationOptions = EvaluationOptions()
+
+    @property
+    def key(self) -> str:
+        return run_key(self.dataset, self.category, self.model, self.seed)
+
+    @property
+    def weights(self) -> str:
+        """What the backbone's weights are, in one word: a file name, pretrained or random."""
+        if self.weights_file:
+            return f"file:{Path(self.weights_file).name}"
+        return "pretrained" if self.pretrained else "random"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def digest(self) -> str:
+        """Changes whenever anything in the spec changes (a Snakemake param: reruns downstream)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, str]:
+        """Every resolved parameter as ``dotted.key -> text`` (MLflow params, tables)."""
+        return {"weights": self.weights, **flatten(self.to_dict())}
+
+    @classmethod
+    def parse(cls, obj: Any, where: str) -> "JobSpec":
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as e:
+            lines = [f"field '{'.'.join(str(p) for p in err['loc']) or '(top level)'}': {err['msg']}"
+                     for err in e.errors()[:5]]
+            raise SpecError(f"{where}: not a valid job spec (version {SPEC_VERSION}): "
+                            + "; ".join(lines) + "; rerun the workflow to rewrite it") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "JobSpec":
+        return cls.parse(read_json(path), str(path))
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+
+def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 0.001}} -> {"train.lr": "0.001"}``; lists become JSON text."""
+    out: dict[str, str] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value if isinstance(value, str) else json.dumps(value)
+    return out
