@@ -112,15 +112,16 @@ def collect(a, walls: dict[str, float]) -> dict:
 
 def table(result: dict) -> str:
     """Markdown: per variant the last epoch's numbers, the diagnostic's best, the verdict."""
-    lines = ["| norm | epochs | loss (last epoch) | LayerNorm scale per feature scale | image AUROC, last epoch | "
-             "pixel AUROC, last epoch | best image AUROC on test (epoch; diagnostic) | health verdict |",
+    lines = ["| norm | epochs trained | loss (last epoch) | LayerNorm scale per feature scale | image AUROC, last "
+             "evaluated epoch | pixel AUROC, same | best image AUROC on test (epoch; diagnostic) | health verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for norm, r in result["runs"].items():
         last, ev = r["history"][-1], r["diagnostic_on_test"]
         scales = [f"{last[k]:.3f}" for k in sorted(last) if k.startswith("ln_scale")] or ["none"]
         best = max(ev, key=lambda e: (e["image_auroc"], -e["epoch"]))
         final = ev[-1]
-        lines.append(f"| {norm} | {int(last['epoch'])} | {last['loss']:.4g} | {' / '.join(scales)} | {final['image_auroc']:.3f} | "
+        lines.append(f"| {norm} | {int(last['epoch'])} of {result['epochs']} | {last['loss']:.4g} | {' / '.join(scales)} | "
+                     f"{final['image_auroc']:.3f} ({int(final['epoch'])}) | "
                      f"{final['pixel_auroc']:.3f} | {best['image_auroc']:.3f} ({int(best['epoch'])}) | "
                      f"{r['health']['message']} |")
     return "\n".join(lines)
@@ -137,14 +138,13 @@ def plot(result: dict, path: Path) -> None:
     for norm, r in result["runs"].items():
         h, ev, c = r["history"], r["diagnostic_on_test"], colors.get(norm)
         epochs = [row["epoch"] for row in h]
-        axes[0].plot(epochs, [row["loss"] for row in h], color=c, label=norm)
+        axes[0].plot(epochs[1:], [row["loss"] for row in h[1:]], color=c, label=norm)
         for k, style in zip(sorted(k for k in h[-1] if k.startswith("ln_scale")), ("-", "--", ":")):
             axes[1].plot(epochs, [row[k] for row in h], style, color=c, label=f"{norm} {k}")
         e = [row["epoch"] for row in ev]
         axes[2].plot(e, [row["image_auroc"] for row in ev], "-o", ms=3, color=c, label=f"{norm} image")
         axes[2].plot(e, [row["pixel_auroc"] for row in ev], "--s", ms=3, color=c, label=f"{norm} pixel")
-    axes[0].set_yscale("symlog")
-    axes[0].set_title("training loss (sum over scales, batch mean)", fontsize=9)
+    axes[0].set_title("training loss (sum over scales, batch mean), from epoch 2", fontsize=9)
     axes[1].set_title("pre-flow LayerNorm: mean affine weight", fontsize=9)
     axes[1].set_yscale("log")
     axes[2].set_title("AUROC per checkpoint\ndiagnostic: evaluated on the test set; not a protocol", fontsize=9)

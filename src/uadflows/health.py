@@ -82,7 +82,8 @@ def loss_trend(losses: list[float]) -> tuple[float | None, float | None]:
     values = np.asarray(losses, float)
     recent, previous = (np.polyfit(np.arange(k, dtype=float), values[i:i + k], 1)[0] for i in (n - k, n - 2 * k))
     total = values[0] - values[-1]
-    if not (total > 0 and recent < 0 and previous < 0):
+    tol = 1e-9 * max(1.0, float(np.abs(values).max()))  # a flat series' slope is round-off
+    if not (total > tol and recent < -tol and previous < -tol):
         return 0.0, 0.0
     return float(recent / previous), float(-recent / total * 100)
 
