@@ -20,11 +20,16 @@ def _counts(samples):
 
 
 def test_official_lists():
-    assert FORMATS == ("mvtec", "btad", "visa", "folder", "demo")
+    assert FORMATS == ("mvtec", "btad", "visa", "folder", "demo", "mpdd", "ksdd2", "realiad",
+                       "mvtec_ad2")
     assert len(OFFICIAL_CATEGORIES["mvtec"]) == 15
     assert OFFICIAL_CATEGORIES["btad"] == ("01", "02", "03")
     assert len(OFFICIAL_CATEGORIES["visa"]) == 12
     assert OFFICIAL_CATEGORIES["demo"] == ("brick", "grass", "gravel")
+    assert len(OFFICIAL_CATEGORIES["mpdd"]) == 6 and "metal_plate" in OFFICIAL_CATEGORIES["mpdd"]
+    assert len(OFFICIAL_CATEGORIES["realiad"]) == 30
+    assert OFFICIAL_CATEGORIES["mvtec_ad2"] == ("can", "fabric", "fruit_jelly", "rice",
+                                                "sheet_metal", "vial", "wallplugs", "walnuts")
 
 
 def test_mvtec_grayscale_index_is_sorted_and_complete(tmp_path):

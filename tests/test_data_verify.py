@@ -16,7 +16,7 @@ MPDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mpdd_me
 def test_summarize_counts(tmp_path):
     make_tiny("btad", tmp_path, ("02",), n_train=3, n_test_good=2, n_test_defect=4, size=(20, 28))
     summary = summarize(index_category("btad", tmp_path, "02"))
-    assert summary == {"train_good": 3, "test_good": 2, "test_defective": 4, "masks": 4,
+    assert summary == {"train_good": 3, "validation_good": 0, "test_good": 2, "test_defective": 4, "masks": 4,
                        "defect_types": {"ko": 4}, "image_sizes": {"20x28": 9},
                        "pixel_level": True}
 
@@ -54,4 +54,4 @@ def test_real_mpdd_metal_plate(capsys):
     assert verify_main("folder", MPDD.parent, [MPDD.name]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(MPDD.name))
-    assert row.split()[1:5] == ["55", "25", "71", "71"] and "256x256" in row
+    assert row.split()[1:6] == ["55", "0", "25", "71", "71"] and "256x256" in row

@@ -273,3 +273,35 @@ def test_factory_passes_the_backbone_arguments_on(monkeypatch, tmp_path):
     assert model.config.image_size == (512, 512)
     create("msflow", backbone="resnet18", pretrained=False, image_size=64, cache_dir=tmp_path)
     assert calls[-1] == ("resnet18", 64, False, None, tmp_path)
+
+
+def test_maps_and_score_follow_the_official_post_processing_on_fixed_latents():
+    """Re-derived in numpy from cool-xuan/msflow (train.py:113, log p = -0.5 mean_c z^2 per
+    scale; post_process.py: "add" = per-scale exp(log p - max) upsampled (bilinear,
+    align_corners) and summed, anomaly = max - it; "mul" = summed upsampled log p, minus its
+    max, exp, anomaly = max - it; score = mean of the top int(H W 0.03) "mul" pixels)."""
+    from scipy.ndimage import map_coordinates
+
+    from uadflows.methods.msflow.postprocess import msflow_anomaly_maps
+
+    gen = torch.Generator().manual_seed(3)
+    z = [torch.randn(2, 4, 8, 8, generator=gen) * 1.5, torch.randn(2, 6, 4, 4, generator=gen)]
+    size = (16, 16)
+
+    def upsample(m):  # bilinear with align_corners=True: corner pixels map onto corners
+        h, w = m.shape
+        rows = np.linspace(0, h - 1, size[0])
+        cols = np.linspace(0, w - 1, size[1])
+        return map_coordinates(m, np.meshgrid(rows, cols, indexing="ij"), order=1)
+
+    got = msflow_anomaly_maps(z, size)
+    for b in range(2):
+        logps = [-0.5 * (zs[b].double().numpy() ** 2).mean(0) for zs in z]
+        add = sum(upsample(np.exp(lp - lp.max())) for lp in logps)
+        mul_log = sum(upsample(lp) for lp in logps)
+        mul = np.exp(mul_log - mul_log.max())
+        map_add, map_mul = add.max() - add, mul.max() - mul
+        top = np.sort(map_mul.ravel())[::-1][: int(16 * 16 * 0.03)]
+        np.testing.assert_allclose(got["map"][b].numpy(), map_add, atol=1e-5)
+        np.testing.assert_allclose(got["map_mul"][b].numpy(), map_mul, atol=1e-5)
+        np.testing.assert_allclose(float(got["score"][b]), top.mean(), atol=1e-6)

@@ -228,6 +228,29 @@ def test_registry_with_efficientnet_lite0_on_cpu():
     assert maps["map"].shape == (2, 64, 64) and maps["log_nfa"].shape == (2, 64, 64)
 
 
+def test_cnn_features_get_the_official_trainable_layernorm_on_every_stage():
+    """mtailanian/uflow src/feature_extraction.py:36-53: CNN stages 1-3 (strides 4/8/16),
+    each through a trainable LayerNorm([C, H, W]); MS-CaiT: none (its blocks end in a norm)."""
+    cnn = create("uflow", backbone="resnet18", pretrained=False, build_backbone=False, image_size=64, flow_steps=1)
+    assert cnn.first_scale == 0 and cnn.flow.input_shapes == [(64, 16, 16), (128, 8, 8), (256, 4, 4)]
+    assert [list(n.normalized_shape) for n in cnn.norms] == [[64, 16, 16], [128, 8, 8], [256, 4, 4]]
+    trainable = {id(p) for p in cnn.trainable_parameters()}
+    assert all(id(p) in trainable for p in cnn.norms.parameters())
+    # The flow sees normalised features: per sample, zero mean and unit variance per scale.
+    features = [torch.randn(2, *shape) * 7 + 3 for shape in cnn.flow.input_shapes]
+    for f in cnn._select(features):
+        flat = f.flatten(1)
+        assert torch.allclose(flat.mean(1), torch.zeros(2), atol=1e-5)
+        assert torch.allclose(flat.var(1, unbiased=False), torch.ones(2), atol=1e-3)
+    vit = create("uflow", backbone="ms_cait", pretrained=False, build_backbone=False, flow_steps=1)
+    assert vit.norms is None
+    forced = create("uflow", backbone="resnet18", pretrained=False, build_backbone=False, image_size=64,
+                    flow_steps=1, layernorm=False, n_scales=2)
+    assert forced.norms is None and forced.first_scale == 1
+    with pytest.raises(ValueError, match="layernorm"):
+        UFlowConfig(layernorm="yes")
+
+
 # ---- the a-contrario NFA --------------------------------------------------------------------
 def test_number_of_tests_is_the_polyomino_count():
     direct = sum(n * sum(nfa.POLYOMINO_ALPHA * nfa.POLYOMINO_BETA**k / k for k in range(1, n + 1)) for n in (16, 4))

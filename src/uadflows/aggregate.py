@@ -1,4 +1,8 @@
-"""All runs' ``metrics.json`` -> ``results/metrics.csv`` (one row per run, failed ones too)."""
+"""All runs' ``metrics.json`` -> ``results/metrics.csv`` (one row per run, failed ones too).
+
+Each metric m comes with ``m_low`` and ``m_high``: the bounds of its bootstrap interval over
+the test images (level and resamples in the ``ci_level`` and ``ci_resamples`` columns).
+"""
 
 from __future__ import annotations
 
@@ -24,10 +28,16 @@ def aggregate(metrics_files: list[str | Path], out_csv: str | Path) -> pd.DataFr
         except (OSError, json.JSONDecodeError) as e:
             raise RuntimeError(f"{f}: unreadable metrics file ({e}); delete it and rerun") from None
         row = {**m["key"], "status": m["status"], "resolution": m.get("resolution"),
-               "protocol": m.get("protocol"), "pro_limit": m.get("pro_limit")}
+               "protocol": m.get("protocol"), "pro_limit": m.get("pro_limit"),
+               "weights": m.get("weights", "")}
         values = m.get("metrics", {})
         row.update({k: values.get(k, float("nan")) for k in METRICS})
         row.update({k: v for k, v in values.items() if k not in METRICS})  # extras, e.g. *_max
+        st = m.get("statistics") or {}
+        bounds = st.get("intervals", {})
+        for k in METRICS:
+            row[f"{k}_low"], row[f"{k}_high"] = bounds.get(k, (float("nan"), float("nan")))
+        row["ci_level"], row["ci_resamples"] = st.get("level"), st.get("resamples")
         row.update({k: (m.get("cost") or {}).get(k) for k in COST})
         row["run_dir"] = str(f.parent)
         row["error"] = m.get("error", "")

@@ -131,7 +131,8 @@ def cmd_report(a) -> int:
     from uadflows.report.tables import write_tables
 
     out = Path(a.out)
-    tables = write_tables(a.metrics, out / "tables")
+    tables = write_tables(a.metrics, out / "tables", spread=a.spread, resamples=a.resamples,
+                          seed=a.seed)
     print(f"tables: {out / 'tables'} ({len(tables)} files)")
     if not a.no_figures:
         from uadflows.report.figures import write_figures
@@ -182,6 +183,48 @@ def cmd_check_config(a) -> int:
     return 0
 
 
+def cmd_export_ad2(a) -> int:
+    from uadflows.ad2_export import ExportError, export_category
+    from uadflows.data import DatasetError
+
+    _log_job(a.threads)
+    threshold = a.threshold
+    if threshold is None:  # the run's own, chosen on its validation images by `evaluate`
+        metrics_json = Path(a.model).with_name("metrics.json")
+        try:
+            threshold = json.loads(metrics_json.read_text())["metrics"]["validation_threshold"]
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            print(f"error: {metrics_json}: no validation_threshold ({e!r}); evaluate the run "
+                  "first or give --threshold", file=sys.stderr)
+            return 2
+    try:
+        n = export_category(a.model, a.root, a.category, a.out, threshold=threshold,
+                            extractor_args=a.extractor, batch_size=a.batch_size, device=a.device)
+    except (ExportError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{a.category}: {n} private test images exported to {a.out}")
+    return 0
+
+
+def cmd_check_ad2_export(a) -> int:
+    from uadflows.ad2_export import check_export
+    from uadflows.data import DatasetError
+
+    try:
+        faults = check_export(a.export, a.root)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if faults:
+        print(f"{a.export}: {len(faults)} fault(s), not ready for upload:", file=sys.stderr)
+        print("\n".join(f"  {f}" for f in faults), file=sys.stderr)
+        return 2
+    print(f"{a.export}: complete (8 objects, test_private and test_private_mixed; float16 "
+          "TIFF maps and 0/255 PNG segmentations)")
+    return 0
+
+
 def cmd_schema(a) -> int:
     from uadflows.config import schema_yaml
 
@@ -197,6 +240,8 @@ def cmd_schema(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from uadflows.data.index import FORMATS  # torch-free
+
     p = argparse.ArgumentParser(prog="uadflows", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -267,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--no-figures", action="store_true")
+    s.add_argument("--spread", choices=["std", "interval"], default="std",
+                   help="after ±: std over seeds, or half-width of the bootstrap interval")
+    s.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples")
+    s.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("mlflow", help="log a sweep's runs to MLflow (idempotent)")
@@ -286,6 +335,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rows", default="category")
     s.add_argument("--cols", default="model")
     s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("export-ad2", help="MVTec AD 2: score an object's private test sets "
+                       "and write the evaluation server's files")
+    s.add_argument("--model", required=True, help="model.pt of a run on this object")
+    s.add_argument("--root", required=True, help="the MVTec AD 2 root")
+    s.add_argument("--category", required=True)
+    s.add_argument("--out", required=True, help="the export folder (shared by the 8 objects)")
+    s.add_argument("--threshold", type=float,
+                   help="map value at and above which a pixel is anomalous (default: the "
+                   "run's validation_threshold in the metrics.json beside --model)")
+    s.add_argument("--extractor", type=_json, help="extractor arguments (JSON); default: the run's")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    s.set_defaults(func=cmd_export_ad2)
+
+    s = sub.add_parser("check-ad2-export", help="MVTec AD 2: check an export is complete "
+                       "before upload")
+    s.add_argument("export")
+    s.add_argument("--root", help="the MVTec AD 2 root: expect its private images and sizes")
+    s.set_defaults(func=cmd_check_ad2_export)
+
 
     s = sub.add_parser("schema", help="the config's JSON schema, generated from uadflows.config")
     s.add_argument("--out", help="write it here (workflow/schemas/config.schema.yaml) instead of stdout")

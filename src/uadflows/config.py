@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from uadflows.data.index import FORMATS
-from uadflows.spec import EvaluationOptions, JobSpec, TrainOptions, run_key
+from uadflows.spec import EvaluationOptions, JobSpec, StatisticsOptions, TrainOptions, run_key
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 # Trainer settings: top-level keys of a model, resolved into JobSpec.train (never params).
@@ -106,6 +106,8 @@ class MlflowSection(_Section):
 
 class ReportSection(_Section):
     figures: bool = True
+    spread: Literal["std", "interval"] = Field(
+        "std", description="what follows ± in a table cell: std over seeds, or the half-width of the bootstrap interval")
 
 
 class Config(_Section):
@@ -120,6 +122,7 @@ class Config(_Section):
         None, description="folder of pretrained weights fetched once on the submit host (default <results>/weights)")
     mlflow: MlflowSection = MlflowSection()
     evaluation: EvaluationOptions = EvaluationOptions()
+    statistics: StatisticsOptions = StatisticsOptions()
     report: ReportSection = ReportSection()
     datasets: Annotated[dict[Name, DatasetSection], Field(min_length=1)]
     models: Annotated[dict[DottedName, ModelSection], Field(min_length=1)]
@@ -193,6 +196,14 @@ class Plan:
         return self.config.report.figures
 
     @property
+    def spread(self) -> str:
+        return self.config.report.spread
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        return self.config.statistics.model_dump()
+
+    @property
     def weights_cache(self) -> Path:
         return Path(self.config.weights_cache or self.results / "weights").expanduser()
 
@@ -250,6 +261,7 @@ class Plan:
                 model=run.model, method=m.method, backbone=m.backbone, pretrained=m.pretrained,
                 weights_file=m.weights_file, image_size=(size, size), extractor=key, seed=run.seed,
                 device=self.device, params=params, evaluation=self.config.evaluation,
+                statistics=self.config.statistics,
                 train=TrainOptions(**train, checkpoint_every=m.checkpoint_every, amp=m.amp,
                                    compile=m.compile, eval_every=m.eval_every),
                 protocol=m.protocol,

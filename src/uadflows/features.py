@@ -4,7 +4,8 @@
 Layout of one cache folder (its name is ``ExtractorSpec.key()``)::
 
     meta.json                 spec, index digest, per-split sample count and array shapes
-    {split}/scale{i}.npy      float16 (N, C_i, H_i, W_i), read memory-mapped
+    {split}/scale{i}.npy      float16 (N, C_i, H_i, W_i), read memory-mapped (train, test,
+                              and validation where the dataset has one: MVTec AD 2)
     {split}/samples.csv       the index rows of the split, in array order
 
 Half precision halves the disk and page-cache footprint; flows train in float32 on
@@ -74,8 +75,10 @@ def extract(
         "index_digest": index_digest(index_csv),
         "splits": {},
     }
+    # validation (MVTec AD 2's normal images for thresholds) only where the index has it
+    splits = SPLITS + (("validation",) if any(s.split == "validation" for s in samples) else ())
     with atomic_dir(out_dir) as tmp:
-        for split in SPLITS:
+        for split in splits:
             part = [s for s in samples if s.split == split]
             if not part:
                 raise CacheError(f"{index_csv}: no {split} samples to extract")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uadflows.features import load_split, resolve_device
+from uadflows.features import load_split, open_cache, resolve_device
 from uadflows.io import atomic_path
 from uadflows.train import load_model
 
@@ -34,18 +34,7 @@ def score(
 
     data = load_split(features_dir, "test", index_csv=index_csv)
     size = spec.image_size
-    maps: dict[str, list[np.ndarray]] = {}
-    seconds = 0.0
-    with torch.inference_mode():
-        for _, feats in data.batches(batch_size, device=dev):
-            t0 = time.perf_counter()
-            out = model.anomaly_maps(model(feats, with_log_jac=False), size)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            seconds += time.perf_counter() - t0
-            for k, v in out.items():
-                maps.setdefault(k, []).append(v.float().cpu().numpy())
-    arrays = {k: np.concatenate(v) for k, v in maps.items()}
+    arrays, seconds = _maps(model, data, size, batch_size, dev)
     if "map" not in arrays or "score" not in arrays:
         raise RuntimeError(f"method {spec.method} returned {sorted(arrays)}, needs map and score")
     samples = data.samples()
@@ -61,8 +50,32 @@ def score(
     )
     arrays["image_scores"] = arrays.pop("score")
     arrays["maps"] = arrays.pop("map")
+    if "validation" in open_cache(features_dir)["splits"]:
+        # normal images kept apart for choosing thresholds (MVTec AD 2); never evaluated
+        val = load_split(features_dir, "validation", index_csv=index_csv)
+        val_arrays, _ = _maps(model, val, size, batch_size, dev)
+        arrays["validation_maps"] = val_arrays["map"]
+        arrays["validation_scores"] = val_arrays["score"]
+        arrays["validation_images"] = np.array([str(s.image) for s in val.samples()])
     _save_npz(out_npz, **arrays)
     return {"status": "ok", "n": len(samples), "flow_images_per_s": len(samples) / max(seconds, 1e-9)}
+
+
+def _maps(model, data, size: tuple[int, int], batch_size: int, dev: torch.device
+          ) -> tuple[dict[str, np.ndarray], float]:
+    """Every output of ``anomaly_maps`` over a feature split, and the flow's seconds."""
+    maps: dict[str, list[np.ndarray]] = {}
+    seconds = 0.0
+    with torch.inference_mode():
+        for _, feats in data.batches(batch_size, device=dev):
+            t0 = time.perf_counter()
+            out = model.anomaly_maps(model(feats, with_log_jac=False), size)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - t0
+            for k, v in out.items():
+                maps.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in maps.items()}, seconds
 
 
 def _save_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -52,6 +52,15 @@ class EvaluationOptions(_Frozen):
     pro_limit: float = Field(0.3, gt=0, le=1)
 
 
+class StatisticsOptions(_Frozen):
+    """Uncertainty of every metric (uadflows.stats, docs/statistics.md)."""
+
+    resamples: int = Field(1000, ge=10, description="bootstrap resamples of the test images")
+    seed: int = Field(0, ge=0, description="seed of the resampling")
+    level: float = Field(0.95, gt=0, lt=1, description="interval level")
+    bins: int = Field(24576, ge=16, description="global bins of the per-image pixel histograms")
+
+
 class JobSpec(_Frozen):
     version: Literal[1] = SPEC_VERSION
     sweep: str
@@ -71,6 +80,7 @@ class JobSpec(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainOptions
     evaluation: EvaluationOptions = EvaluationOptions()
+    statistics: StatisticsOptions = StatisticsOptions()
 
     @property
     def key(self) -> str:
@@ -78,10 +88,14 @@ class JobSpec(_Frozen):
 
     @property
     def weights(self) -> str:
-        """What the backbone's weights are, in one word: a file name, pretrained or random."""
-        if self.weights_file:
-            return f"file:{Path(self.weights_file).name}"
-        return "pretrained" if self.pretrained else "random"
+        """The exact weights of the backbone (``backbones.tags.weights_tag``: a timm
+        ``arch.tag``, a file's sha256, the packaged lite0 file, or "random")."""
+        from uadflows.backbones.tags import weights_tag  # torch-free
+
+        try:
+            return weights_tag(self.backbone, self.pretrained, self.weights_file)
+        except (OSError, KeyError, ImportError) as e:  # e.g. planned where the file is not
+            return f"unresolved ({str(e).strip(chr(34))})"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

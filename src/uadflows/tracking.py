@@ -137,9 +137,10 @@ class _Job:
     def __init__(self, row: pd.Series, metrics_csv: Path, figures_dir, parent_id: str):
         self.row, self.key, self.parent_id = row, run_key(row), parent_id
         self.folder = _folder(row, metrics_csv)
-        # diagnostic_on_test.*: the labelled metric-vs-epoch diagnostic (diagnostic.py)
-        names = ("metrics.json", "spec.json", "summary.json", "history.csv", "diagnostic_on_test.csv",
-                 "diagnostic_on_test.png")
+        # records.*: the per-image records the intervals come from (uadflows.stats);
+        # diagnostic_on_test.*: the labelled metric-vs-epoch diagnostic (uadflows.diagnostic)
+        names = ("metrics.json", "spec.json", "summary.json", "history.csv", "records.npz", "records.csv",
+                 "diagnostic_on_test.csv", "diagnostic_on_test.png")
         self.files = [self.folder / n for n in names
                       if self.folder and (self.folder / n).is_file()]
         self.figures = []
@@ -206,6 +207,9 @@ class _Job:
         values = dict(self.record.get("metrics") or {})
         cost = self.record.get("cost") or {}
         values.update({k: cost.get(k) for k in [*COST_COLUMNS, "epochs"]})
+        bounds = (self.record.get("statistics") or {}).get("intervals", {})
+        for k, (low, high) in bounds.items():  # the bootstrap interval of every metric
+            values[f"{k}_low"], values[f"{k}_high"] = low, high
         return {k: float(v) for k, v in values.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 

@@ -197,9 +197,13 @@ def train(
         lr = setup.optimizer.param_groups[0]["lr"]
         if setup.scheduler is not None and setup.scheduler_interval == "epoch":
             setup.scheduler.step()
+        # Training health (health.py): mean z^2 per latent dimension per scale (~1 for a flow
+        # that fits its training data; far above 1: under-fitted), log-det, LayerNorm weights.
+        stats = health.row(model)
         history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr,
-                        "seconds": time.perf_counter() - t0, **health.row(model)})
-        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f}", flush=True)
+                        "seconds": time.perf_counter() - t0, **stats})
+        z2_text = " ".join(f"{v:.3f}" for k, v in stats.items() if k.startswith("z2_scale"))
+        print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f} mean z^2 per scale {z2_text}", flush=True)
         done = epoch + 1
         if eval_every and (done % eval_every == 0 or done == epochs):
             test_set = test_set or diagnostic.TestSet(features_dir, spec.image_size, index_csv)

@@ -10,6 +10,8 @@ rule evaluate:
         spec=rules.spec.output[0],
         summary=rules.train.output.summary,
         scores=rules.score.output[0],
+    # also writes records.npz / records.csv beside metrics.json (per-image records for the
+    # bootstrap, docs/statistics.md); not declared: a failed run has none
     output:
         f"{RUN}/metrics.json",
     log:

@@ -12,13 +12,15 @@ rule report:
     params:
         out=lambda w, output: os.path.dirname(os.path.dirname(output.tables)),
         figures="" if PLAN.figures else "--no-figures",
+        statistics=f"--spread {PLAN.spread} --resamples {PLAN.statistics['resamples']}"
+        f" --seed {PLAN.statistics['seed']}",
     log:
         f"{LOGS}/report.log",
     benchmark:
         f"{BENCH}/report.tsv"
     shell:
         "(mkdir -p {output.figures} && uadflows report --metrics {input} --out {params.out}"
-        " {params.figures}) > {log} 2>&1"
+        " {params.figures} {params.statistics}) > {log} 2>&1"
 
 
 rule mlflow:

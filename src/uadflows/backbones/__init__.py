@@ -9,16 +9,31 @@ as a generic ``features_only`` set-up.
 
 Weights (see ``weights``): ``pretrained=False`` random; ``weights_file`` a local state dict
 in timm naming; tf_efficientnet_lite0's packaged ImageNet weights (offline); else timm's
-release, from ``cache_dir`` (offline) or the hub.
+release, from ``cache_dir`` (offline) or the hub. ``weights_tag`` names them exactly (a timm
+``arch.tag``, a file's sha256, the package's file), without importing torch.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from uadflows.backbones import weights
-from uadflows.backbones.base import Extractor, ExtractorSpec, SpecOnlyExtractor
-from uadflows.backbones.setups import MULTI_SETUPS, VIT_SETUPS, available, cnn_setup, extractor_spec, kind_of, split_name
+from uadflows.backbones.tags import weights_tag
+
+# Imported on first use: they need torch and timm, while ``weights_tag`` (the planner, the
+# report) must not.
+_LAZY = {
+    "Extractor": "uadflows.backbones.base", "ExtractorSpec": "uadflows.backbones.base",
+    "available": "uadflows.backbones.setups", "extractor_spec": "uadflows.backbones.setups",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'uadflows.backbones' has no attribute {name!r}")
 
 
 def create_extractor(
@@ -32,6 +47,10 @@ def create_extractor(
     """A frozen extractor in eval mode: images in [0, 1] (B, 3, H, W) at
     ``spec.image_size`` -> list of (B, C_s, H_s, W_s); normalisation happens inside.
     (A weightless stand-in with the same spec: ``SpecOnlyExtractor(extractor_spec(...))``.)"""
+    from uadflows.backbones import weights
+    from uadflows.backbones.setups import (MULTI_SETUPS, PYRAMID_SETUPS, VIT_SETUPS, cnn_setup, extractor_spec,
+                                           kind_of, split_name)
+
     spec = extractor_spec(name, image_size=image_size, pretrained=pretrained, weights_file=weights_file)
     kind = kind_of(name)
     if kind == "multi":
@@ -43,6 +62,12 @@ def create_extractor(
             source = weights.resolve(part, pretrained=pretrained, cache_dir=cache_dir)
             parts.append(build_vit(part_spec, source, VIT_SETUPS[part]))
         return MultiScaleExtractor(spec, parts)
+    if kind == "pyramid":
+        from uadflows.backbones.pyramid import build_pyramid
+
+        setup = PYRAMID_SETUPS[name]
+        source = weights.resolve(setup.model, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
+        return build_pyramid(spec, source, setup)
     source = weights.resolve(name, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
     if kind == "vit":
         from uadflows.backbones.vit import build_vit
@@ -53,4 +78,4 @@ def create_extractor(
     return build_cnn(spec, source, cnn_setup(name).out_indices)
 
 
-__all__ = ["Extractor", "ExtractorSpec", "available", "create_extractor", "extractor_spec", "weights"]
+__all__ = ["Extractor", "ExtractorSpec", "available", "create_extractor", "extractor_spec", "weights", "weights_tag"]

@@ -1,6 +1,7 @@
 """The backbone set-ups as data, and their specs computed without building a model.
 
-A set-up name is a key of ``CNN_SETUPS`` / ``VIT_SETUPS`` / ``MULTI_SETUPS``, or any other
+A set-up name is a key of ``CNN_SETUPS`` / ``VIT_SETUPS`` / ``MULTI_SETUPS`` /
+``PYRAMID_SETUPS``, or any other
 timm CNN name (generic ``features_only``, out_indices (1, 2, 3)). A timm pretrained tag may
 follow the architecture ("resnet18.tv_in1k"): same set-up, those weights.
 """
@@ -59,6 +60,29 @@ class MultiSetup:
     parts: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class PyramidSetup:
+    """One CNN run up to the end of stage ``stages - 1`` on the image at scales 1, 1/2, 1/4
+    (CS-Flow): one map per scale, same channels, each half the size of the previous one.
+
+    model: timm name with pretrained tag (the untagged tf_efficientnet_lite0: packaged weights).
+    stride: the stride of that stage; image sides must be multiples of stride * 2**(n_scales-1)
+        so the maps halve exactly (the cross-scale convolutions need it).
+    resize: interpolation mode of the smaller copies ("nearest" as CS-Flow's
+        ``F.interpolate`` default).
+    """
+
+    model: str
+    stages: int
+    channels: int
+    stride: int
+    image_size: int
+    n_scales: int = 3
+    resize: str = "nearest"
+    mean: tuple[float, float, float] | None = None  # None: timm's pretrained config
+    std: tuple[float, float, float] | None = None
+
+
 CNN_SETUPS: dict[str, CnnSetup] = {
     "resnet18": CnnSetup(channels=(64, 128, 256), strides=(4, 8, 16)),
     "wide_resnet50_2": CnnSetup(channels=(256, 512, 1024), strides=(4, 8, 16)),
@@ -79,24 +103,40 @@ MULTI_SETUPS: dict[str, MultiSetup] = {
 }
 
 
+PYRAMID_SETUPS: dict[str, PyramidSetup] = {
+    # CS-Flow (marco-rudolph/cs-flow model.py:47-65, config.py:13,31): EfficientNet-B5 up to
+    # block 35 (the last of timm's stage 5: 304 channels, stride 32) at 768, 384, 192 px.
+    # Weights: efficientnet_pytorch's "efficientnet-b5" is a port of Google's first TF
+    # checkpoint release, the one timm ships as tf_efficientnet_b5.in1k.
+    "cs_effnet_b5": PyramidSetup("tf_efficientnet_b5.in1k", stages=6, channels=304, stride=32, image_size=768),
+    # The CPU option: the same stage of EfficientNet-Lite0 (192 channels, stride 32) with the
+    # packaged ImageNet weights (offline).
+    "cs_effnet_lite0": PyramidSetup(
+        "tf_efficientnet_lite0", stages=6, channels=192, stride=32, image_size=256, mean=(0.5,) * 3, std=(0.5,) * 3
+    ),
+}
+
+
 def available() -> list[str]:
-    return sorted({*CNN_SETUPS, *VIT_SETUPS, *MULTI_SETUPS})
+    return sorted({*CNN_SETUPS, *VIT_SETUPS, *MULTI_SETUPS, *PYRAMID_SETUPS})
 
 
 def split_name(name: str) -> tuple[str, str]:
     """"resnet18.tv_in1k" -> ("resnet18", "tv_in1k"); a known set-up name has no tag."""
     if not isinstance(name, str) or not name:
         raise KeyError(f"backbone name must be a non-empty string, got {name!r}")
-    if name in MULTI_SETUPS:
+    if name in MULTI_SETUPS or name in PYRAMID_SETUPS:
         return name, ""
     return timm.models.split_model_name_tag(name)
 
 
 def kind_of(name: str) -> str:
-    """"cnn", "vit" or "multi"; KeyError for a name neither we nor timm know."""
+    """"cnn", "vit", "multi" or "pyramid"; KeyError for a name neither we nor timm know."""
     arch, _ = split_name(name)
     if arch in MULTI_SETUPS:
         return "multi"
+    if arch in PYRAMID_SETUPS:
+        return "pyramid"
     if arch in VIT_SETUPS:
         return "vit"
     if arch in CNN_SETUPS:
@@ -110,8 +150,11 @@ def kind_of(name: str) -> str:
 
 def timm_models(name: str) -> list[str]:
     """The timm model names (with tag, if given) a set-up builds."""
-    if kind_of(name) == "multi":
+    kind = kind_of(name)
+    if kind == "multi":
         return list(MULTI_SETUPS[name].parts)
+    if kind == "pyramid":
+        return [PYRAMID_SETUPS[name].model]
     return [name]
 
 
@@ -174,6 +217,24 @@ def vit_spec(name: str, setup: VitSetup, weights_id: str, image_size=None) -> Ex
     )
 
 
+def pyramid_spec(name: str, setup: PyramidSetup, weights_id: str, image_size=None) -> ExtractorSpec:
+    size = as_size(image_size, setup.image_size, name)
+    step = setup.stride * 2 ** (setup.n_scales - 1)
+    if size[0] % step or size[1] % step:
+        raise ValueError(
+            f"backbone {name!r}: image_size {size} must be a multiple of {step} on both sides "
+            f"(stride {setup.stride} at {setup.n_scales} scales, each half the previous one)"
+        )
+    shapes = tuple((size[0] // setup.stride >> s, size[1] // setup.stride >> s) for s in range(setup.n_scales))
+    mean, std = _norm(setup.model, setup.mean, setup.std)
+    scales = ",".join(f"1/{2 ** s}" for s in range(setup.n_scales))
+    return ExtractorSpec(
+        name=name, image_size=size, channels=(setup.channels,) * setup.n_scales, shapes=shapes,
+        mean=mean, std=std, weights=weights_id,
+        layers=f"{setup.model}:conv_stem+bn1+blocks[:{setup.stages}]@{scales};{setup.resize}",
+    )
+
+
 def extractor_spec(
     name: str,
     image_size: int | tuple[int, int] | None = None,
@@ -201,6 +262,10 @@ def extractor_spec(
             shapes=tuple(p.shapes[0] for p in parts), mean=parts[0].mean, std=parts[0].std,
             weights=weights_id, layers="|".join(resized) + ";bicubic",
         )
+    if kind == "pyramid":
+        setup = PYRAMID_SETUPS[arch]
+        weights_id = W.resolve(setup.model, pretrained=pretrained, weights_file=weights_file).weights_id
+        return pyramid_spec(name, setup, weights_id, image_size)
     weights_id = W.resolve(name, pretrained=pretrained, weights_file=weights_file).weights_id
     if kind == "vit":
         return vit_spec(name, VIT_SETUPS[arch], weights_id, image_size)

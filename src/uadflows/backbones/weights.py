@@ -23,7 +23,6 @@ Cache layout (one folder, shared by every job):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from uadflows.backbones import efficientnet_lite0
+from uadflows.backbones.tags import file_sha256
 
 RANDOM = "random"
 
@@ -64,25 +64,6 @@ def pretrained_tag(model: str) -> str:
     if cfg is None or not cfg.tag:
         raise KeyError(f"backbone {model!r}: timm knows no pretrained weights for it")
     return cfg.tag
-
-
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file (memoised on path, size and mtime: weights files are large)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"weights file not found: {p}")
-    st = p.stat()
-    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _sha_memo:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _sha_memo[memo_key] = h.hexdigest()
-    return _sha_memo[memo_key]
 
 
 def file_weights_id(path: str | os.PathLike) -> str:

@@ -14,7 +14,8 @@ class DatasetError(ValueError):
 class Sample:
     """One image of a category.
 
-    split: "train" or "test". label: 0 normal, 1 anomalous.
+    split: "train", "validation" (normal images kept apart for thresholds, MVTec AD 2)
+        or "test". label: 0 normal, 1 anomalous.
     defect: "good" for normal images, else the defect type (folder name).
     mask: path of the ground-truth mask, None for normal images (and for defective
         images of a folder dataset without ground truth).

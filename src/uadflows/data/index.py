@@ -10,10 +10,14 @@ from pathlib import Path
 
 from uadflows.data.base import DatasetError, Sample
 from uadflows.data.images import check_images
+from uadflows.data.ksdd2 import KSDD2_CATEGORY, index_ksdd2
+from uadflows.data.mvtec_ad2 import AD2_OBJECTS, index_mvtec_ad2
+from uadflows.data.realiad import REALIAD_OBJECTS, index_realiad
 from uadflows.data.tree import GOOD, index_tree
 from uadflows.data.visa import index_visa
 
-FORMATS = ("mvtec", "btad", "visa", "folder", "demo")
+FORMATS = ("mvtec", "btad", "visa", "folder", "demo", "mpdd", "ksdd2", "realiad", "mvtec_ad2")
+SPLITS = ("train", "validation", "test")  # validation: MVTec AD 2's normal images for thresholds
 
 OFFICIAL_CATEGORIES: dict[str, tuple[str, ...]] = {
     "mvtec": ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -22,6 +26,12 @@ OFFICIAL_CATEGORIES: dict[str, tuple[str, ...]] = {
     "visa": ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
              "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum"),
     "demo": ("brick", "grass", "gravel"),
+    # MPDD (Jezek et al. 2021): the 6 metal-part categories, in the MVTec layout
+    "mpdd": ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate",
+             "tubes"),
+    "ksdd2": (KSDD2_CATEGORY,),  # one surface; the dataset root holds train/ and test/
+    "realiad": REALIAD_OBJECTS,
+    "mvtec_ad2": AD2_OBJECTS,
 }
 
 INDEX_COLUMNS = ("image", "split", "label", "defect", "mask")
@@ -86,12 +96,18 @@ def _raw_samples(fmt: str, root: Path, category: str) -> list[Sample]:
         return index_visa(root, category)
     if fmt == "btad":
         return index_tree(root, category, good="ok")
+    if fmt == "ksdd2":
+        return index_ksdd2(root, category)
+    if fmt == "realiad":
+        return index_realiad(root, category)
+    if fmt == "mvtec_ad2":
+        return index_mvtec_ad2(root, category)
     return index_tree(root, category, masks_required=fmt != "folder")
 
 
 def sort_key(sample: Sample) -> tuple:
-    """train before test, normal before defective, then defect type and file path."""
-    return (sample.split != "train", sample.label, sample.defect, str(sample.image))
+    """train, validation, test; normal before defective, then defect type and file path."""
+    return (SPLITS.index(sample.split), sample.label, sample.defect, str(sample.image))
 
 
 def validate_samples(samples: Sequence[Sample], decode: bool = True) -> None:
@@ -180,16 +196,16 @@ def read_index(csv_path: str | os.PathLike, root: str | os.PathLike | None = Non
             if None in row or any(row[c] is None for c in INDEX_COLUMNS):
                 raise DatasetError(f"{where}: expected {len(INDEX_COLUMNS)} fields")
             split, label_text, defect = row["split"], row["label"], row["defect"]
-            if split not in ("train", "test"):
-                raise DatasetError(f"{where}: split '{split}' is not train or test")
+            if split not in SPLITS:
+                raise DatasetError(f"{where}: split '{split}' is not one of {', '.join(SPLITS)}")
             if label_text not in ("0", "1"):
                 raise DatasetError(f"{where}: label '{label_text}' is not 0 or 1")
             label = int(label_text)
             if not defect or (defect == GOOD) != (label == 0):
                 raise DatasetError(f"{where}: defect '{defect}' contradicts label {label} "
                                    f"(normal images have defect '{GOOD}')")
-            if split == "train" and label:
-                raise DatasetError(f"{where}: defective image in the train split")
+            if split != "test" and label:
+                raise DatasetError(f"{where}: defective image in the {split} split")
             paths = []
             for column in ("image", "mask"):
                 value = row[column]

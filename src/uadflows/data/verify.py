@@ -6,12 +6,14 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from uadflows.data.base import DatasetError, Sample
 from uadflows.data.images import check_images
 from uadflows.data.index import index_category, resolve_categories
 
-COLUMNS = (("category", "category"), ("train_good", "train good"), ("test_good", "test good"),
+COLUMNS = (("category", "category"), ("train_good", "train good"),
+           ("validation_good", "val good"), ("test_good", "test good"),
            ("test_defective", "test defective"), ("masks", "masks"),
            ("image_sizes", "image sizes (HxW)"), ("defect_types", "defect types"))
 
@@ -25,6 +27,7 @@ def summarize(samples: Sequence[Sample]) -> dict:
             raise result
     return {
         "train_good": sum(s.split == "train" and s.label == 0 for s in samples),
+        "validation_good": sum(s.split == "validation" for s in samples),
         "test_good": sum(s.split == "test" and s.label == 0 for s in samples),
         "test_defective": len(test_defective),
         "masks": sum(s.mask is not None for s in samples),
@@ -51,7 +54,7 @@ def format_table(rows: Sequence[dict]) -> str:
     header = [title for _, title in COLUMNS]
     body = [[_cell(key, row.get(key, "")) for key, _ in COLUMNS] for row in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    numeric = {1, 2, 3, 4}
+    numeric = {1, 2, 3, 4, 5}
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
@@ -78,7 +81,29 @@ def verify(fmt: str, root: str | os.PathLike, categories: str | Sequence[str]) -
     if faults:
         raise DatasetError(f"{len(faults)} of {len(names)} categories failed:\n" + "\n".join(faults))
     rows = [{"category": name, **summarize(samples)} for name, samples in indexed.items()]
-    return format_table(rows), indexed
+    table = format_table(rows)
+    if fmt == "mvtec_ad2":
+        table += "\n" + _private_counts(Path(root), list(indexed))
+    return table, indexed
+
+
+def _private_counts(root: Path, categories: list[str]) -> str:
+    """MVTec AD 2's unlabelled test sets (checked and counted; scored only for export)."""
+    from uadflows.data.mvtec_ad2 import PRIVATE_SPLITS, private_images
+
+    cells, faults = [], []
+    for name in categories:
+        counts = []
+        for split in PRIVATE_SPLITS:
+            try:
+                counts.append(str(len(private_images(root, name, split))))
+            except DatasetError as exc:
+                faults.append(f"[{name}] {exc}")
+        cells.append(f"{name} {'+'.join(counts)}")
+    if faults:
+        raise DatasetError("private test sets:\n" + "\n".join(faults))
+    return ("private test sets (test_private+test_private_mixed, unlabelled, for the "
+            f"evaluation server): {', '.join(cells)}")
 
 
 def verify_main(fmt: str, root: str | os.PathLike, categories: str | Sequence[str]) -> int:

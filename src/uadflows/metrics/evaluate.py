@@ -6,7 +6,7 @@ upsampled when its turn comes and only its pixel scores are kept (see collect.py
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,9 @@ def evaluate(
     pro_limit: float = 0.3,
     segmentations: Any = None,
     mask_shapes: Any = None,
+    on_pair: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    on_iou: Callable[[int, float], None] | None = None,
+    extra_pro_limits: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Image metrics, and when ``masks`` is given pixel metrics (and mIoU), as plain floats.
 
@@ -54,6 +57,11 @@ def evaluate(
         "original" the segmentation is resized nearest to the mask).
     mask_shapes: optional (H, W) per image, the original sizes (needed only for None masks
         at resolution "original").
+    on_pair: optional callable, called with (index, score map, bool mask) for each image
+        as it is evaluated, at the evaluation's resolution (e.g. to record per-image
+        histograms, uadflows.stats.records) without upsampling the maps a second time.
+    on_iou: optional callable, called with (index, IoU) of each image's segmentation.
+    extra_pro_limits: more FPR limits for AU-PRO, each adding ``au_pro_{limit}``.
 
     Returns image_auroc, image_ap, image_f1_max, resolution, pro_limit; with masks also
     pixel_auroc, pixel_ap, pixel_f1_max, au_pro; with segmentations also miou.
@@ -61,6 +69,7 @@ def evaluate(
     if resolution not in RESOLUTIONS:
         raise MetricsError(f"resolution: {resolution!r}, expected one of {RESOLUTIONS}")
     pro_limit = check_limit(pro_limit, "pro_limit")
+    extra_pro_limits = tuple(check_limit(x, "extra_pro_limits") for x in extra_pro_limits)
     out: dict[str, Any] = image_metrics(labels, scores)
     out["resolution"] = resolution
     out["pro_limit"] = pro_limit
@@ -83,8 +92,11 @@ def evaluate(
     else:
         sizes = [m.shape for m in map_list]
         pairs = _model_pairs(map_list, mask_list)
+    if on_pair is not None:
+        pairs = _observed(pairs, on_pair)
     capacity = sum(h * w for h, w in sizes)
-    out.update(metrics_from_scores(collect(pairs, capacity, common_dtype(map_list), regions=True), pro_limit))
+    collected = collect(pairs, capacity, common_dtype(map_list), regions=True)
+    out.update(metrics_from_scores(collected, pro_limit, extra_pro_limits))
 
     if seg_list is not None:
         ious = []
@@ -97,6 +109,8 @@ def evaluate(
                 gt = np.zeros(pred.shape, bool) if mask_list[i] is None else \
                     resize_mask(check_mask(mask_list[i], i, None), pred.shape)
             ious.append(image_iou(pred, gt))
+            if on_iou is not None:
+                on_iou(i, ious[-1])
         out["miou"] = float(np.mean(ious))
     return out
 
@@ -110,6 +124,14 @@ def _original_size(mask: Any, shape: tuple[int, int] | None, index: int) -> tupl
     if len(size) != 2:
         raise MetricsError(f"masks[{index}]: shape {size}, expected a 2-D (H, W) mask")
     return size[0], size[1]
+
+
+def _observed(pairs: Iterator[tuple[np.ndarray, np.ndarray]],
+              on_pair: Callable[[int, np.ndarray, np.ndarray], None]
+              ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for i, (score_map, mask) in enumerate(pairs):
+        on_pair(i, score_map, mask)
+        yield score_map, mask
 
 
 def _original_pairs(maps: list[np.ndarray], masks: list[Any], shapes: list[Any]

@@ -37,14 +37,25 @@ def pixel_metrics(maps: Any, masks: Any, pro_limit: float = 0.3) -> dict[str, fl
     return metrics_from_scores(collect_pairs(maps, masks, regions=True), pro_limit)
 
 
-def metrics_from_scores(scores: PixelScores, pro_limit: float) -> dict[str, float]:
-    """All pixel metrics from collected scores (sorts ``scores.negatives`` in place)."""
+def metrics_from_scores(scores: PixelScores, pro_limit: float,
+                        extra_pro_limits: tuple[float, ...] = ()) -> dict[str, float]:
+    """All pixel metrics from collected scores (sorts ``scores.negatives`` in place).
+
+    extra_pro_limits: more FPR limits, each adding ``au_pro_{limit}`` (MVTec AD 2 reports
+    AU-PRO at 0.05 and 0.3) from the same collected scores.
+    """
     scores.check_both_classes()
     scores.negatives.sort()
     out = binary_metrics(scores.negatives, scores.positives)
-    fpr, pro = pro_corners(scores, pro_limit, negatives_sorted=True)
-    out["au_pro"] = trapezoid_to_limit(fpr, pro, pro_limit) / pro_limit
+    for i, limit in enumerate((pro_limit, *extra_pro_limits)):
+        fpr, pro = pro_corners(scores, limit, negatives_sorted=True)
+        out["au_pro" if i == 0 else pro_key(limit)] = trapezoid_to_limit(fpr, pro, limit) / limit
     return out
+
+
+def pro_key(limit: float) -> str:
+    """The metrics key of AU-PRO at an extra FPR limit: ``au_pro_0.05``."""
+    return f"au_pro_{check_limit(limit, 'pro limit'):g}"
 
 
 def binary_metrics(sorted_negatives: np.ndarray, positives: np.ndarray) -> dict[str, float]:

@@ -1,5 +1,6 @@
-"""One table cell: mean (± std over seeds) of a metric in percent, rendered for LaTeX or
-markdown. Kept apart from the table layout so every table formats numbers the same way."""
+"""One table cell: mean (± std over seeds, or ± the half-width of the bootstrap interval)
+of a metric in percent, rendered for LaTeX or markdown. Kept apart from the table layout so
+every table formats numbers the same way."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Cell:
     marks: tuple[str, ...] = ()  # "dagger", "star": keys of the footnotes
     text: str = ""
     bold: bool = False
+    underline: bool = False  # not significantly worse than the row's best (significance.py)
 
     def latex(self) -> str:
         body = (self.text or "--") if self.mean is None else f"{self.mean:.1f}"
@@ -30,6 +32,8 @@ class Cell:
             body += f" $\\pm$ {self.std:.1f}"
         if self.bold:
             body = f"\\textbf{{{body}}}"
+        if self.underline:
+            body = f"\\underline{{{body}}}"
         if not self.marks:
             return body
         return body + "$^{" + "".join(MARKS_LATEX[m] for m in self.marks) + "}$"
@@ -40,11 +44,14 @@ class Cell:
             body += f" ± {self.std:.1f}"
         if self.bold:
             body = f"**{body}**"
+        if self.underline:
+            body = f"<u>{body}</u>"
         return body + "".join(MARKS_MD[m] for m in self.marks)
 
 
-def run_cell(runs: pd.DataFrame, metric: str) -> Cell:
-    """The seeds of one (category, model): mean and sample std (ddof=1) of the finished ones."""
+def run_cell(runs: pd.DataFrame, metric: str, spread: str = "std") -> Cell:
+    """The seeds of one (category, model): mean and sample std (ddof=1) of the finished ones;
+    spread="interval": ± the mean half-width of the runs' bootstrap intervals instead."""
     if runs.empty:
         return Cell(text="--")
     n_failed = int((runs["status"] == "failed").sum())
@@ -53,7 +60,18 @@ def run_cell(runs: pd.DataFrame, metric: str) -> Cell:
     if len(values) == 0:
         return Cell(text="failed" if n_failed else "n/a", marks=marks)
     std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    if spread == "interval":
+        std = half_width(runs[runs["status"] == "ok"], metric)
     return Cell(float(values.mean()), std, marks)
+
+
+def half_width(runs: pd.DataFrame, metric: str) -> float | None:
+    """Mean over runs of half the bootstrap interval (metric_low, metric_high), in percent."""
+    low, high = f"{metric}_low", f"{metric}_high"
+    if low not in runs or high not in runs:
+        return None
+    widths = ((runs[high] - runs[low]) / 2).dropna()
+    return float(widths.mean() * 100) if len(widths) else None
 
 
 def mean_cell(runs: pd.DataFrame, metric: str, categories: list[str]) -> Cell:

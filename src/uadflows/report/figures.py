@@ -20,6 +20,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
 
+from uadflows.report import significance
 from uadflows.report.labels import dataset_name, metric_name, slug
 from uadflows.report.runs import (
     METRICS,
@@ -64,6 +65,10 @@ def write_figures(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
         metrics = [m for m in METRICS if group[m].notna().any()]
         if metrics:
             written += _save(_bars_figure(group, metrics), out / slug("bars", dataset, *suffix))
+        for metric in [m for m in ("image_auroc", "pixel_auroc", "au_pro") if m in metrics]:
+            fig = significance.cd_figure(group, metric, f"{dataset_name(dataset)}, {metric_name(metric)}")
+            if fig is not None:  # needs >= 3 models and >= 2 categories
+                written += _save(fig, out / slug("cd", dataset, metric, *suffix))
     return written
 
 

@@ -19,7 +19,17 @@ BACKBONE_NAMES = {
     "efficientnet_b5": "EffNet-B5",
 }
 DATASET_NAMES = {"mvtec": "MVTec AD", "mvtec_ad": "MVTec AD", "btad": "BTAD", "visa": "VisA",
-                 "demo": "Demo"}
+                 "demo": "Demo", "mpdd": "MPDD", "ksdd2": "KolektorSDD2", "realiad": "Real-IAD",
+                 "mvtec_ad2": "MVTec AD 2"}
+# How each dataset's test set is evaluated (docs/datasets.md), named in every caption.
+DATASET_PROTOCOLS = {
+    "mvtec": "official split", "btad": "official split", "mpdd": "official split",
+    "visa": "one-class split (1cls.csv)",
+    "ksdd2": "official train/test folders, normal train images only",
+    "realiad": "official JSON split (realiad_jsons), every view a sample; sample_* metrics: "
+               "maximum over views",
+    "mvtec_ad2": "test_public, AU-PRO at FPR 0.05 and 0.3 (au_pro_0.05, au_pro_0.3)",
+}
 METRIC_NAMES = {
     "image_auroc": "image AUROC",
     "image_ap": "image AP",
@@ -29,6 +39,10 @@ METRIC_NAMES = {
     "pixel_f1_max": "pixel F1-max",
     "au_pro": "AU-PRO",
     "miou": "mIoU (log NFA = 0)",
+    "au_pro_0.05": "AU-PRO (FPR limit 0.05)",
+    "au_pro_0.3": "AU-PRO (FPR limit 0.3)",
+    "seg_f1": "SegF1 (validation threshold)",
+    "sample_auroc": "sample AUROC (max over views)",
 }
 
 
@@ -42,6 +56,10 @@ METRIC_SHORT = {
     "pixel_f1_max": "P-F1max",
     "au_pro": "AU-PRO",
     "miou": "mIoU",
+    "au_pro_0.05": "AU-PRO 0.05",
+    "au_pro_0.3": "AU-PRO 0.3",
+    "seg_f1": "SegF1",
+    "sample_auroc": "S-AUROC",
 }
 
 
@@ -54,7 +72,10 @@ def method_name(method: str) -> str:
 
 
 def backbone_name(backbone: str) -> str:
-    return BACKBONE_NAMES.get(backbone, backbone)
+    """"resnet18" -> "R18"; a pinned timm weights tag stays visible: "R18 (tv_in1k)"."""
+    arch, _, tag = backbone.partition(".")
+    name = BACKBONE_NAMES.get(arch, arch)
+    return f"{name} ({tag})" if tag else name
 
 
 def dataset_name(dataset: str) -> str:

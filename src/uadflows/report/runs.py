@@ -25,6 +25,11 @@ METRICS = [
     "pixel_f1_max",
     "au_pro",
     "miou",
+    # dataset protocols (docs/datasets.md): MVTec AD 2, Real-IAD's sample level
+    "au_pro_0.05",
+    "au_pro_0.3",
+    "seg_f1",
+    "sample_auroc",
 ]
 COST_COLUMNS = ["flow_params", "train_seconds", "infer_images_per_s", "peak_rss_mb", "peak_gpu_mb"]
 STATUSES = {"ok", "failed"}

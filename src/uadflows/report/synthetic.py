@@ -1,8 +1,8 @@
 """A tiny synthetic sweep in the pipeline's output formats, for tests and report previews.
 
 Writes, under ``results_dir``: small PNG test images with masks, ``index/<dataset>/<cat>.csv``,
-``runs/<dataset>/<cat>/<model>/seed<N>/`` (spec.json, history.csv, scores.npz, metrics.json)
-and ``metrics.csv``. Maps are the mask blurred plus noise, so metrics are real (sklearn) but
+``runs/<dataset>/<cat>/<model>/seed<N>/`` (spec.json, history.csv, scores.npz, metrics.json,
+records.npz/.csv with bootstrap intervals from uadflows.stats) and ``metrics.csv``. Maps are the mask blurred plus noise, so metrics are real (sklearn) but
 the numbers mean nothing. A run listed in ``failed`` diverges: NaN loss, no scores.
 """
 
@@ -21,6 +21,8 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+from uadflows.stats import intervals, records_from_maps, save_records
 
 MODELS = [("fastflow-r18", "fastflow", "resnet18"), ("msflow-wrn50", "msflow", "wide_resnet50_2")]
 
@@ -148,8 +150,14 @@ def _write_scores(folder, samples, rng, noise, key) -> dict:
                "pixel_ap": average_precision_score(flat_truth, flat),
                "pixel_f1_max": _f1_max(flat_truth, flat),
                "au_pro": float(np.trapezoid(pro, pro_fpr) / 0.3)}
+    records = records_from_maps(labels, scores, maps.astype(np.float32), truths, bins=2000,
+                                images=[s["image"] for s in samples])
+    save_records(records, folder / "records.npz", folder / "records.csv")
+    bounds = intervals(records, resamples=200, seed=0)
     thin = np.linspace(0, len(fpr) - 1, min(len(fpr), 200)).astype(int)
-    return {"key": key, "status": "ok", "resolution": "original", "pro_limit": 0.3,
+    return {"statistics": {"resamples": 200, "seed": 0, "level": 0.95,
+                           "intervals": {k: list(v) for k, v in bounds.items()}},
+            "key": key, "status": "ok", "resolution": "original", "pro_limit": 0.3,
             "protocol": "last-epoch", "metrics": {k: float(v) for k, v in metrics.items()},
             "cost": {"flow_params": 1.2e6, "train_seconds": 3.5,
                      "epochs": 4, "infer_images_per_s": 40.0, "peak_rss_mb": 900.0,
@@ -187,6 +195,8 @@ def _csv_row(record: dict, folder: Path) -> dict:
     for metric in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap",
                    "pixel_f1_max", "au_pro", "miou"):
         row[metric] = record.get("metrics", {}).get(metric, np.nan)
+        low, high = record.get("statistics", {}).get("intervals", {}).get(metric, (np.nan, np.nan))
+        row[f"{metric}_low"], row[f"{metric}_high"] = low, high
     cost = record.get("cost", {})
     for column in ("flow_params", "train_seconds", "infer_images_per_s", "peak_rss_mb",
                    "peak_gpu_mb"):

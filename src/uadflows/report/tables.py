@@ -2,7 +2,9 @@
 
 Written per (dataset, resolution, protocol), so that numbers evaluated differently never
 share a table:
-  main_<dataset>_<metric>.tex   categories x models, mean row, best per row in bold
+  main_<dataset>_<metric>.tex   categories x models, mean row, best per row in bold, entries
+                                not significantly worse underlined (report/significance.py)
+  paired_<dataset>.csv          paired bootstrap of every pair of models per category
   overview_<dataset>.tex        models x metrics, mean over categories
   published_<dataset>.tex       ours vs published numbers, with the difference
   cost_<dataset>.tex            flow parameters, training time, throughput, memory
@@ -17,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uadflows.report import significance
 from uadflows.report.cells import Cell, bold_best, mean_cell, notes_for, run_cell
 from uadflows.report.labels import (
+    DATASET_PROTOCOLS,
     METRIC_SHORT,
     backbone_name,
     dataset_name,
@@ -45,12 +49,17 @@ def write_tables(
     out_dir: str | Path,
     *,
     published: pd.DataFrame | str | Path | None = None,
+    spread: str = "std",
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> list[Path]:
     """Write every table for the runs in ``metrics_csv`` into ``out_dir``.
 
     published: the reference numbers (a DataFrame or a csv path in the published.csv
     format); None uses the list shipped in ``uadflows/reference/published.csv``; pass an
-    empty DataFrame to leave the comparison out. Returns the files written, tables.tex and
+    empty DataFrame to leave the comparison out. spread: what follows ± in a cell, "std"
+    over seeds or "interval" (half-width of the bootstrap interval); resamples, seed: of the
+    paired bootstrap (config key ``statistics``). Returns the files written, tables.tex and
     summary.md last.
     """
     runs = load_metrics(metrics_csv)
@@ -61,13 +70,17 @@ def write_tables(
         "# uadflows results",
         "",
         f"From `{metrics_csv}`: {len(runs)} runs, {int((runs.status == 'failed').sum())} failed. "
-        "Values in percent; mean ± sample std over seeds where several.",
+        "Values in percent; mean ± " + ("sample std over seeds where several."
+                                        if spread == "std" else "half-width of the 95 % bootstrap interval."),
     ]
     groups: list[list[Path]] = []
     for (dataset, resolution, protocol), group in runs.groupby(
         ["dataset", "resolution", "protocol"], sort=True
     ):
-        context = _Context(dataset, resolution, protocol, float(group["pro_limit"].iloc[0]))
+        context = _Context(dataset, resolution, protocol, float(group["pro_limit"].iloc[0]),
+                           DATASET_PROTOCOLS.get(_dataset_format(group, metrics_csv), ""))
+        context.spread, context.resamples, context.seed = spread, resamples, seed
+        context.weights = _weights_text(group)
         files, lines = _write_group(group, context, reference, out, metrics_csv)
         groups.append(files)
         summary += lines
@@ -108,7 +121,8 @@ def _write_group(group: pd.DataFrame, context: "_Context", reference: pd.DataFra
     suffix = () if setting == DEFAULT_SETTING else setting
     dataset = context.dataset
     metrics = [m for m in METRICS if group[m].notna().any()] or ["image_auroc"]
-    grids = {m: _main_grid(group, m) for m in metrics}
+    pairs = significance.paired_table(group, metrics_csv, metrics, context.resamples, context.seed)
+    grids = {m: _main_grid(group, m, pairs, context.spread) for m in metrics}
     overview = _overview_grid(group, metrics)
     files = [_write(out / f"{slug('main', dataset, metric, *suffix)}.tex",
                     _main_latex(grid, metric, context, suffix)) for metric, grid in grids.items()]
@@ -120,20 +134,39 @@ def _write_group(group: pd.DataFrame, context: "_Context", reference: pd.DataFra
                             _published_latex(comparison, context, suffix)))
     files.append(_write(out / f"{slug('cost', dataset, *suffix)}.tex",
                         _cost_latex(group, context, suffix)))
-    return files, _summary_section(context, overview, grids.get("image_auroc"))
+    significance.write_paired(pairs, out / f"{slug('paired', dataset, *suffix)}.csv")
+    lines = _summary_section(context, overview, grids.get("image_auroc"))
+    return files, (lines + significance.summary_lines(pairs)
+                   + significance.across_lines(group, [m for m in metrics if m != "miou"]))
 
 
 class _Context:
     """What a caption must say about how the numbers were obtained."""
 
-    def __init__(self, dataset: str, resolution: str, protocol: str, pro_limit: float):
+    def __init__(self, dataset: str, resolution: str, protocol: str, pro_limit: float,
+                 evaluation: str = ""):
         self.dataset, self.resolution, self.protocol = dataset, resolution, protocol
         self.pro_limit = pro_limit
+        self.spread, self.resamples, self.seed = "std", 1000, 0
+        self.evaluation = evaluation  # the dataset's own protocol (DATASET_PROTOCOLS)
+        self.weights = ""  # the backbones' exact weights (their tags), for the caption
 
     def caption(self, what: str) -> str:
         resolution = RESOLUTION_TEXT.get(self.resolution, f"resolution {self.resolution}")
-        return (f"{tex_escape(dataset_name(self.dataset))}: {what}; {tex_escape(resolution)}; "
-                f"protocol {tex_escape(self.protocol)}")
+        dataset = tex_escape(dataset_name(self.dataset))
+        if self.evaluation:
+            dataset += f" ({tex_escape(self.evaluation)})"
+        weights = f"; weights {tex_escape(self.weights)}" if self.weights else ""
+        return f"{dataset}: {what}; {tex_escape(resolution)}; protocol {tex_escape(self.protocol)}{weights}"
+
+
+def _weights_text(group: pd.DataFrame) -> str:
+    """"backbone: tag" for each backbone of the group (tags too long for a caption, such as
+    a packaged file's digest, are cut after the file name)."""
+    if "weights" not in group:
+        return ""
+    pairs = group[["backbone", "weights"]].dropna().drop_duplicates().sort_values("backbone")
+    return ", ".join(f"{b}: {str(w).split('#')[0]}" for b, w in zip(pairs["backbone"], pairs["weights"]) if w)
 
 
 # ---- grids of cells ---------------------------------------------------------------------
@@ -151,18 +184,22 @@ def _models(runs: pd.DataFrame) -> tuple[list[str], pd.MultiIndex]:
     return list(models["model"]), pd.MultiIndex.from_tuples(tuples, names=names)
 
 
-def _main_grid(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _main_grid(runs: pd.DataFrame, metric: str, pairs: pd.DataFrame | None = None,
+               spread: str = "std") -> pd.DataFrame:
     models, header = _models(runs)
     categories = sorted(runs["category"].unique())
     rows = []
     for category in categories:
         in_category = runs[runs["category"] == category]
-        rows.append([run_cell(in_category[in_category["model"] == m], metric) for m in models])
+        rows.append([run_cell(in_category[in_category["model"] == m], metric, spread) for m in models])
     rows.append([mean_cell(runs[runs["model"] == m], metric, categories) for m in models])
     for row in rows:
         bold_best(row)
     index = pd.Index([*categories, "Mean"], name=None)
-    return pd.DataFrame(rows, index=index, columns=header)
+    grid = pd.DataFrame(rows, index=index, columns=header)
+    if pairs is not None and not pairs.empty:
+        significance.underline_rows(grid.iloc[:-1], models, pairs, metric)
+    return grid
 
 
 def _overview_grid(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -248,8 +285,10 @@ def _mark_notes(grid: pd.DataFrame) -> list[str]:
 
 def _main_latex(grid: pd.DataFrame, metric: str, ctx: _Context, suffix: tuple) -> str:
     name = metric_name(metric, ctx.pro_limit)
-    caption = ctx.caption(f"{tex_escape(name)} in percent per category; mean $\\pm$ sample "
-                          "std over seeds where several; best per row in bold")
+    spread = ("sample std over seeds where several" if ctx.spread == "std" else
+              "half-width of the 95\\,\\% bootstrap interval over test images")
+    caption = ctx.caption(f"{tex_escape(name)} in percent per category; mean $\\pm$ {spread}; "
+                          f"best per row in bold; {significance.RULE}")
     return _latex(grid.map(Cell.latex), caption=caption,
                   label=f"tab:{slug('main', ctx.dataset, metric, *suffix)}",
                   notes=_mark_notes(grid), midrule_before="Mean")
@@ -306,7 +345,9 @@ def _published_rows(runs: pd.DataFrame, reference: pd.DataFrame, metrics_csv) ->
     rows = []
     for model, mine in runs.groupby("model", sort=True):
         method, backbone = mine["method"].iloc[0], mine["backbone"].iloc[0]
-        matches = ref[(ref["method"] == method) & (ref["backbone"] == backbone)
+        # Published numbers name the architecture; a run may pin its weights ("resnet18.tv_in1k").
+        arch = str(backbone).partition(".")[0]
+        matches = ref[(ref["method"] == method) & (ref["backbone"] == arch)
                       & ref["metric"].isin(METRICS)]
         for _, pub in matches.iterrows():
             if pub["category"] == "mean":
@@ -423,6 +464,8 @@ def _health_latex(flagged: pd.DataFrame) -> str:
 def _summary_section(ctx: _Context, overview: pd.DataFrame, main: pd.DataFrame | None) -> list[str]:
     lines = ["", f"## {dataset_name(ctx.dataset)} ({ctx.dataset}): resolution {ctx.resolution}, "
              f"protocol {ctx.protocol}", "", "Mean over categories:", ""]
+    if ctx.evaluation:
+        lines[2:2] = [f"Dataset protocol: {ctx.evaluation}.", ""]
     text = overview.map(Cell.markdown)
     text.columns = [metric_name(m, ctx.pro_limit) for m in overview.columns]
     lines.append(_markdown(text))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-NFA_TAILS = ("chernoff", "exact")
+NFA_TAILS = ("chernoff", "exact", "chernoff_unclamped")
 
 
 def _positive_int(value: Any) -> bool:
@@ -24,14 +24,19 @@ class UFlowConfig:
         defaults are the official ``configs/mvtec_default.yaml`` (8, 200, 1e-4).
     image_size: input side in pixels, or (H, W) (448 for MS-CaiT, the paper's set-up).
     n_scales: how many of the extractor's outputs feed the flow, taken from the coarse end
-        (outputs are ordered fine -> coarse). 2 = the paper (MS-CaiT has exactly 2); for
-        CNN extractors with 3 stages it drops the finest, stride-4 one (faster, and a smaller
-        number of tests for the NFA).
+        (outputs are ordered fine -> coarse). None = all of them, as the official code
+        (MS-CaiT's 2; a CNN's 3 stages, strides 4/8/16: mtailanian/uflow
+        src/feature_extraction.py:36-42, out_indices=[1, 2, 3]). 2 on a CNN drops the
+        stride-4 stage (faster; not the method).
+    layernorm: a trainable ``LayerNorm([C, H, W])`` per scale before the flow. None = as the
+        official code: on CNN extractors (src/feature_extraction.py:48-53), not on MS-CaiT,
+        whose transformer blocks end in their own norm (src/feature_extraction.py:128-138).
     flow_steps: AllInOneBlock steps per scale (4 in every official config).
     affine_clamp, subnet_hidden_ratio: AllInOneBlock clamp and subnet width (2.0 and 1.0).
     weight_decay, lr_end_factor: Adam weight decay, and LinearLR's final factor (1.0 -> 0.4).
     nfa_tail: tail probability of one pixel's squared latent norm under H0:
-        "chernoff" (the paper's bound, clamped at 1) or "exact" (chi-square survival function).
+        "chernoff" (the paper's bound, clamped at 1), "exact" (chi-square survival function)
+        or "chernoff_unclamped" (the official code's formula, for comparison only).
     compute_nfa: add the "log_nfa" map to ``anomaly_maps`` (a CPU tree per image and scale).
     """
 
@@ -39,7 +44,8 @@ class UFlowConfig:
     epochs: int = 200
     lr: float = 1e-4
     image_size: int | tuple[int, int] = 448
-    n_scales: int = 2
+    n_scales: int | None = None
+    layernorm: bool | None = None
     flow_steps: int = 4
     affine_clamp: float = 2.0
     subnet_hidden_ratio: float = 1.0
@@ -57,8 +63,12 @@ class UFlowConfig:
             self.image_size = size = tuple(size)
         if not (_positive_int(size) or (isinstance(size, tuple) and len(size) == 2 and all(map(_positive_int, size)))):
             raise ValueError(f"uflow config: image_size must be a positive integer or (H, W), got {size!r}")
-        if isinstance(self.n_scales, bool) or not isinstance(self.n_scales, int) or self.n_scales < 2:
-            raise ValueError(f"uflow config: n_scales must be an integer >= 2, got {self.n_scales!r}")
+        if self.n_scales is not None and (
+            isinstance(self.n_scales, bool) or not isinstance(self.n_scales, int) or self.n_scales < 2
+        ):
+            raise ValueError(f"uflow config: n_scales must be an integer >= 2 or null (all), got {self.n_scales!r}")
+        if self.layernorm is not None and not isinstance(self.layernorm, bool):
+            raise ValueError(f"uflow config: layernorm must be true, false or null (by backbone), got {self.layernorm!r}")
         for key in ("lr", "affine_clamp", "subnet_hidden_ratio"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

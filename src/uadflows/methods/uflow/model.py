@@ -140,9 +140,23 @@ class UShapedFlow(nn.Module):
         return features
 
 
+def uses_layernorm(backbone_name: str) -> bool:
+    """The official rule: CNN features get a trainable LayerNorm, transformer features
+    (already normalised by the blocks' final norm) none."""
+    from uadflows.backbones.setups import kind_of
+
+    try:
+        return kind_of(backbone_name) == "cnn"
+    except KeyError:  # a custom extractor: treated as a CNN, like FastFlow
+        return True
+
+
 @register("uflow")
 class UFlow(FlowMethod):
-    """U-Flow on a frozen extractor; ``self.config`` holds the recipe (a ``UFlowConfig``)."""
+    """U-Flow on a frozen extractor; ``self.config`` holds the recipe (a ``UFlowConfig``).
+
+    ``norms``: the per-scale trainable ``LayerNorm([C, H, W])`` (mtailanian/uflow
+    src/feature_extraction.py:48-53, applied in its forward, :58-61), or None."""
 
     label = "U-Flow"
     config_class = UFlowConfig
@@ -159,13 +173,16 @@ class UFlow(FlowMethod):
                 f"takes {spec.image_size[0]}x{spec.image_size[1]} images"
             )
         n_outputs = len(spec.channels)
-        if self.config.n_scales > n_outputs:
+        n_scales = n_outputs if self.config.n_scales is None else self.config.n_scales
+        if n_scales > n_outputs:
             raise ValueError(
-                f"uflow: n_scales={self.config.n_scales} but extractor {spec.name!r} has only "
+                f"uflow: n_scales={n_scales} but extractor {spec.name!r} has only "
                 f"{n_outputs} outputs (channels {spec.channels})"
             )
-        self.first_scale = n_outputs - self.config.n_scales
+        self.first_scale = n_outputs - n_scales
         shapes = [(c, h, w) for c, (h, w) in zip(spec.channels, spec.shapes)][self.first_scale :]
+        layernorm = uses_layernorm(spec.name) if self.config.layernorm is None else self.config.layernorm
+        self.norms = nn.ModuleList(nn.LayerNorm(list(shape)) for shape in shapes) if layernorm else None
         try:
             self.flow = UShapedFlow(
                 shapes,
@@ -190,6 +207,8 @@ class UFlow(FlowMethod):
                     f"uflow: feature map {self.first_scale + s} has shape {tuple(f.shape[1:])}, "
                     f"expected (C, H, W) = {shape} from extractor {spec.name!r}"
                 )
+        if self.norms is not None:
+            selected = [norm(f) for norm, f in zip(self.norms, selected)]
         return selected
 
     def forward(self, features: list[torch.Tensor], with_log_jac: bool = True) -> FlowOutput:

@@ -47,7 +47,10 @@ from skimage.morphology import max_tree
 
 POLYOMINO_ALPHA = 0.316915
 POLYOMINO_BETA = 4.062570
-TAILS = ("chernoff", "exact")
+# "chernoff_unclamped": the official formula (mtailanian/uflow src/nfa_tree.py), also below the
+# mean, where it is no bound and calls over-contracted regions (z^2 << 1) significant; kept
+# only to measure that (benchmarks/uflow_fit.py).
+TAILS = ("chernoff", "exact", "chernoff_unclamped")
 
 
 def log10_number_of_tests(pixels_per_scale: Sequence[int]) -> float:
@@ -70,9 +73,9 @@ def log10_pixel_tail(squared_norms: np.ndarray, dof: int, tail: str = "chernoff"
     x = np.asarray(squared_norms, dtype=np.float64)
     if tail == "exact":
         return chi2.logsf(x, dof) / math.log(10)
-    if tail != "chernoff":
+    if tail not in TAILS:
         raise ValueError(f"unknown NFA tail {tail!r}; use one of {TAILS}")
-    u = np.maximum(x / dof, 1.0)  # below the mean the bound is the trivial P <= 1
+    u = x / dof if tail == "chernoff_unclamped" else np.maximum(x / dof, 1.0)  # below the mean: P <= 1
     return -(dof / 2.0) * (u - 1.0 - np.log(u)) / math.log(10)
 
 
