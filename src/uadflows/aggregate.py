@@ -41,6 +41,8 @@ def aggregate(metrics_files: list[str | Path], out_csv: str | Path) -> pd.DataFr
         row.update({k: (m.get("cost") or {}).get(k) for k in COST})
         row["run_dir"] = str(f.parent)
         row["error"] = m.get("error", "")
+        health = m.get("health") or {}
+        row["health"], row["health_message"] = health.get("health", ""), health.get("message", "")
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):

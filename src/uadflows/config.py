@@ -90,6 +90,12 @@ class ModelSection(_Section):
     checkpoint_every: PositiveInt = 10
     amp: bool = Field(False, description="bfloat16 autocast in training (CUDA only)")
     compile: bool = Field(False, description="torch.compile the flow (CUDA only)")
+    eval_every: PositiveInt | None = Field(
+        None, description="diagnostic: test metrics every K epochs (diagnostic_on_test.csv); "
+        "evaluated on the test set, not a protocol")
+    protocol: Literal["last-epoch", "best-on-test"] = Field(
+        "last-epoch", description="last-epoch (default) or best-on-test: the best eval_every "
+        "checkpoint on the test set, as the original codes report; labelled wherever it appears")
     params: dict[str, Any] = Field({}, description="the method's own parameters (its config.py)")
     datasets: list[str] | None = Field(None, description="restrict this model to these datasets (default all)")
     per_category: dict[str, Overrides] = {}
@@ -258,7 +264,8 @@ class Plan:
                 device=self.device, params=params, evaluation=self.config.evaluation,
                 statistics=self.config.statistics,
                 train=TrainOptions(**train, checkpoint_every=m.checkpoint_every, amp=m.amp,
-                                   compile=m.compile),
+                                   compile=m.compile, eval_every=m.eval_every),
+                protocol=m.protocol,
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -328,6 +335,9 @@ def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
                 raise ConfigError(f"config key 'models.{name}.per_category.{cat}': not a category of any dataset")
         if m.weights_file and check_roots and not Path(m.weights_file).expanduser().is_file():
             raise ConfigError(f"config key 'models.{name}.weights_file': file {m.weights_file} does not exist")
+        if m.protocol == "best-on-test" and not m.eval_every:
+            raise ConfigError(f"config key 'models.{name}.protocol': best-on-test needs "
+                              "'eval_every' (the checkpoints it picks the best of)")
     plan = Plan(config=config, datasets=datasets, recipes=recipes)
     if not plan.runs:
         raise ConfigError("config key 'models': no (dataset, model) pair selects any run")

@@ -44,6 +44,7 @@ class TrainOptions(_Frozen):
     checkpoint_every: PositiveInt = 10
     amp: bool = False
     compile: bool = False
+    eval_every: PositiveInt | None = None  # the test-set diagnostic (uadflows.diagnostic)
 
 
 class EvaluationOptions(_Frozen):
@@ -75,7 +76,7 @@ class JobSpec(_Frozen):
     extractor: str
     seed: int = Field(ge=0)
     device: str = "auto"
-    protocol: str = "last-epoch"
+    protocol: Literal["last-epoch", "best-on-test"] = "last-epoch"  # best-on-test: opt-in, needs eval_every
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainOptions
     evaluation: EvaluationOptions = EvaluationOptions()

@@ -37,6 +37,8 @@ from uadflows.report.runs import (
 
 TAG_ROLE, TAG_SWEEP, TAG_KEY = "uadflows.role", "uadflows.sweep", "uadflows.key"
 TAG_FINGERPRINT, TAG_ERROR = "uadflows.fingerprint", "uadflows.error"
+TAG_HEALTH = "uadflows.health"
+HEALTH_PREFIXES = ("z2_scale", "logdet_scale", "ln_scale")
 # The MLflow 3 UI opens an experiment of this kind on its runs, not on GenAI traces
 # (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -144,9 +146,11 @@ class _Job:
     def __init__(self, row: pd.Series, metrics_csv: Path, figures_dir, parent_id: str):
         self.row, self.key, self.parent_id = row, run_key(row), parent_id
         self.folder = _folder(row, metrics_csv)
-        # records.npz/.csv: the per-image records the intervals come from (uadflows.stats)
-        self.files = [self.folder / n for n in ("metrics.json", "spec.json", "summary.json",
-                                                "history.csv", "records.npz", "records.csv")
+        # records.*: the per-image records the intervals come from (uadflows.stats);
+        # diagnostic_on_test.*: the labelled metric-vs-epoch diagnostic (uadflows.diagnostic)
+        names = ("metrics.json", "spec.json", "summary.json", "history.csv", "records.npz", "records.csv",
+                 "diagnostic_on_test.csv", "diagnostic_on_test.png")
+        self.files = [self.folder / n for n in names
                       if self.folder and (self.folder / n).is_file()]
         self.figures = []
         if figures_dir is not None:
@@ -176,6 +180,9 @@ class _Job:
         error = self.record.get("error") or self.row.get("error", "")
         if status == "failed":
             tags[TAG_ERROR] = str(error or "(no message)")[:MAX_VALUE]
+        health = (self.record.get("health") or {}).get("message")
+        if health:  # the training health verdict (uadflows.health)
+            tags[TAG_HEALTH] = str(health)[:MAX_VALUE]
         times = self.record.get("times") or {}
         start, end = (int(times[k] * 1000) if times.get(k) else None for k in ("started", "ended"))
         run = client.create_run(experiment_id, tags=tags, run_name=self.key, start_time=start)
@@ -184,10 +191,18 @@ class _Job:
         params = [Param(k, v[:MAX_VALUE]) for k, v in self.params.items()]
         metrics = [Metric(k, v, now, 0) for k, v in self._scalars().items()]
         if self.history is not None:
-            for column, name in (("loss", "train_loss"), ("lr", "lr")):
+            # the training health statistics of history.csv (health.py), stepped like the loss
+            stats = [(c, f"train_{c}") for c in self.history.columns if c.startswith(HEALTH_PREFIXES)]
+            for column, name in (("loss", "train_loss"), ("lr", "lr"), *stats):
                 if column in self.history.columns:
                     metrics += [Metric(name, float(v), now, int(e))
                                 for e, v in zip(self.history["epoch"], self.history[column])]
+        diag = self.folder / "diagnostic_on_test.csv" if self.folder else None
+        if diag is not None and diag.is_file():  # named so it can't pass for a result
+            d = pd.read_csv(diag)
+            metrics += [Metric(f"diagnostic_on_test_{c}", float(v), now, int(e))
+                        for c in d.columns if c not in ("epoch", "note")
+                        for e, v in zip(d["epoch"], d[c]) if pd.notna(v)]
         for i in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits
             client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
         for path in self.files:

@@ -45,14 +45,19 @@ def register(name: str) -> Callable[[type[FlowMethod]], type[FlowMethod]]:
     return deco
 
 
+_DISCOVERED: list[bool] = []  # once every method package is imported (not: the registry non-empty)
+
+
 def _discover() -> None:
     for info in pkgutil.iter_modules(__path__):
         if info.ispkg:
             importlib.import_module(f"{__name__}.{info.name}")
+    _DISCOVERED.append(True)
 
 
 def available() -> list[str]:
-    if not _REGISTRY:
+    # One method imported directly (e.g. uadflows.methods.fastflow) must not hide the others.
+    if not _DISCOVERED:
         _discover()
     return sorted(_REGISTRY)
 
