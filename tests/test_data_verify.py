@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import needs_mpdd
 from uadflows.data import format_table, index_category, summarize, verify, verify_main
 from uadflows.data.tiny import make_tiny, save_image
 
-MPDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mpdd_metal_plate"
 
 
 def test_summarize_counts(tmp_path):
@@ -49,8 +47,8 @@ def test_verify_main_exit_codes(tmp_path, capsys):
     assert str(tmp_path / "cable") in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not MPDD.is_dir(), reason=f"real MPDD category not present at {MPDD}")
 def test_real_mpdd_metal_plate(capsys):
+    MPDD = needs_mpdd()
     assert verify_main("folder", MPDD.parent, [MPDD.name]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(MPDD.name))

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import needs_pdflatex
 from uadflows.report import ReportError, figures_for_run, load_metrics, write_figures, write_tables
 from uadflows.report.cells import Cell, bold_best, mean_cell, run_cell
 from uadflows.report.figures import _cases
@@ -112,9 +113,8 @@ def test_summary_markdown(tables):
     assert "| FastFlow / R18 |" in summary and "| bottle |" in summary
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None,
-                    reason="pdflatex not on PATH (install texlive-latex-recommended)")
 def test_tables_compile(tables, tmp_path):
+    needs_pdflatex()
     folder = tables["tables.tex"].parent
     (tmp_path / "doc.tex").write_text(
         "\\documentclass{article}\n\\usepackage[T1]{fontenc}\n"

@@ -3,7 +3,7 @@ tiny workflow run through a real single-node SLURM (tests/slurm_cluster.py).
 
 Fast tests read the profile as Snakemake does and dry-run the real workflow through it.
 The integration test (marked slurm and slow) needs root and Debian's slurm-wlm + munge
-(.ci/install-slurm.sh); elsewhere it skips with the reason.
+(.ci/install-slurm.sh); elsewhere it skips with the reason (under CI=true it fails).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from conftest import RESUME_EPOCHS, checkpoint_epoch, resume_workdir, unavailable
 from slurm_cluster import LocalSlurm, why_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +119,7 @@ def workflow_args(work: Path) -> list[str]:
 def test_profile_defaults_without_any_user_setting(monkeypatch):
     prof = parse_profile(monkeypatch)
     assert prof["executor"] == "slurm"
+    assert str(prof["slurm-requeue"]).lower() == "true"  # sbatch --requeue: pre-emption
     assert int(prof["jobs"]) >= 50  # hundreds of GPU jobs: concurrency is `jobs`
     defaults = key_values(prof["default-resources"])
     assert {"runtime", "mem_mb"} <= set(defaults)
@@ -324,8 +327,7 @@ CORES = "2"
 @pytest.fixture(scope="module")
 def local_slurm(tmp_path_factory):
     reason = why_unavailable()
-    if reason:
-        pytest.skip(f"no local SLURM: {reason}")
+    unavailable(f"no local SLURM: {reason}" if reason else None)
     # Room for two 2-thread jobs at once, as on a cluster with more than one node.
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), cpus=2 * int(CORES))
     cluster.start()
@@ -344,8 +346,9 @@ def local_run(request, tmp_path_factory) -> Path:
         return work
 
 
-# Measured, not computed: timings, job start/end times, memory peaks and MLflow's run ids differ between runs.
-MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$|^started$|^ended$")
+# Measured, not computed: timings, job start/end times, memory peaks, MLflow's run ids and the
+# commit a job ran at (provenance) differ between runs.
+MEASURED = re.compile(r"seconds$|_per_s$|rss_mb$|run_id$|^started$|^ended$|git_commit$")
 
 
 def _canon(value):
@@ -449,3 +452,119 @@ def test_tiny_workflow_through_slurm_equals_a_local_run(local_slurm, local_run, 
     differ = [rel for rel in sorted(mine)
               if computed_content(mine[rel]) != computed_content(theirs[rel])]
     assert not differ, f"outputs differ from the local run's: {differ}"
+
+
+# -- pre-emption and cancellation on the real SLURM (issue 20) -----------------------------
+SLURM_ARGS = ["--profile", "slurm", "--cores", CORES,
+              # no accounting here (sacct disabled): poll squeue, and soon
+              "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
+              "--seconds-between-status-checks", "1"]
+
+
+def _train_log(work: Path) -> Path:
+    return work / "results/logs/train/demo/brick/fastflow/seed0.log"
+
+
+def _wait_for_checkpoint(work: Path, proc: subprocess.Popen, epoch: int = 1) -> str:
+    """Wait until the run's training has checkpointed ``epoch``; its SLURM job id."""
+    deadline = time.monotonic() + 900
+    while checkpoint_epoch(work) < epoch:
+        assert proc.poll() is None, "snakemake ended before training checkpointed"
+        assert time.monotonic() < deadline, "no training checkpoint after 900 s"
+        time.sleep(0.05)
+    return re.search(r"^SLURM_JOB_ID=(\d+)$", _train_log(work).read_text(), re.M).group(1)
+
+
+def _same_as_reference(work: Path, reference: Path) -> None:
+    mine, theirs = result_files(work), result_files(reference)
+    assert mine.keys() == theirs.keys()
+    differ = [rel for rel in sorted(mine)
+              if computed_content(mine[rel]) != computed_content(theirs[rel])]
+    assert not differ, f"outputs differ from an uninterrupted run's: {differ}"
+
+
+@needs_workflow
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeued_training_job_resumes_from_its_checkpoint(local_slurm, resume_reference,
+                                                           tmp_path):
+    """`scontrol requeue` of the running train/score/evaluate job after its first checkpoint
+    (what pre-emption with requeue does): SLURM stops it (SIGTERM: the training checkpoints
+    the epoch it is in) and starts it again under the same job id; the training resumes
+    (its log says so), Snakemake waits it out, and the outputs equal an uninterrupted run's."""
+    work = resume_workdir(tmp_path / "requeued")
+    env = clean_env(UADFLOWS_SLURM_PARTITION=local_slurm.partition, UADFLOWS_GPUS="0")
+    proc = subprocess.Popen([SNAKEMAKE, *SLURM_ARGS, *workflow_args(work)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        job_id = _wait_for_checkpoint(work, proc)
+        requeued = time.monotonic()
+        p = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        resumed_after = None
+        while proc.poll() is None and resumed_after is None:
+            found = re.search(r"resuming after epoch \d+", _train_log(work).read_text()
+                              if _train_log(work).exists() else "")
+            resumed_after = time.monotonic() - requeued if found else None
+            time.sleep(0.2)
+        log = proc.communicate(timeout=1200)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log[-8000:]
+    train_log = _train_log(work).read_text()
+    resumed = int(re.search(rf"resuming after epoch (\d+)/{RESUME_EPOCHS}", train_log).group(1))
+    assert resumed >= 1 and f"SLURM_JOB_ID={job_id}" in train_log, train_log[-3000:]
+    assert re.search(rf"Requeuing JobId={job_id}\b", local_slurm.ctld_log()), \
+        local_slurm.log_tail()
+    assert [j.state for j in local_slurm.jobs() if j.job_id == job_id] == ["COMPLETED"]
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
+                           text=True).stdout
+    assert "Requeue=1" in shown and "Restarts=1" in shown, shown  # the profile's --requeue
+    print(f"requeued job {job_id}: training resumed after epoch {resumed}/{RESUME_EPOCHS}, "
+          f"{resumed_after:.0f} s after `scontrol requeue`")
+    _same_as_reference(work, resume_reference)
+
+
+@needs_workflow
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_cancelled_job_then_the_same_command_redoes_only_it(local_slurm, resume_reference,
+                                                            tmp_path):
+    """The submit host's session is lost mid-training (SIGKILL to Snakemake's process group)
+    and the orphaned job is cancelled with `scancel`, as docs/slurm.md says; `--unlock` and
+    the same command then resubmit only the incomplete run job (not the finished feature
+    extraction), whose training resumes from its checkpoint, and the outputs equal an
+    uninterrupted run's."""
+    work = resume_workdir(tmp_path / "cancelled")
+    env = clean_env(UADFLOWS_SLURM_PARTITION=local_slurm.partition, UADFLOWS_GPUS="0")
+    cmd = [SNAKEMAKE, *SLURM_ARGS, *workflow_args(work)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    job_id = _wait_for_checkpoint(work, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    p = subprocess.run(["scancel", job_id], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    deadline = time.monotonic() + 120
+    while [j.state for j in local_slurm.jobs() if j.job_id == job_id] != ["CANCELLED"]:
+        assert time.monotonic() < deadline, local_slurm.jobs()
+        time.sleep(0.5)
+    cancelled_at = checkpoint_epoch(work)
+    features = sorted((work / "results/features").rglob("*.npy"))
+    before = {f: f.stat().st_mtime_ns for f in features}
+
+    run_snakemake([*cmd[1:], "--unlock"], env)
+    log = run_snakemake(cmd[1:], env)
+    submitted = re.findall(r"Job \S+ has been submitted with SLURM jobid (\d+)", log)
+    rules = {j["rule"] for j in job_blocks(log)}
+    assert len(submitted) == 1, log[-6000:]  # the run group alone, not the extraction
+    assert rules == {"train", "score", "evaluate", "aggregate", "report", "mlflow", "all"}, rules
+    assert features and {f: f.stat().st_mtime_ns for f in features} == before
+    train_log = _train_log(work).read_text()
+    assert f"SLURM_JOB_ID={submitted[0]}" in train_log
+    resumed = int(re.search(rf"resuming after epoch (\d+)/{RESUME_EPOCHS}", train_log).group(1))
+    assert resumed >= cancelled_at >= 1, train_log[-3000:]
+    print(f"job {job_id} cancelled after epoch {cancelled_at}; resubmitted as {submitted[0]}, "
+          f"resumed after epoch {resumed}")
+    _same_as_reference(work, resume_reference)

@@ -106,6 +106,11 @@ def test_child_params_metrics_history(store):
     logged = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in logged] == history["epoch"].tolist()  # logged twice, stored once
     assert [m.value for m in logged] == pytest.approx(history["loss"].tolist())
+    # the training health statistics, stepped like the loss, and the verdict as a tag
+    for column in ("z2_scale0", "logdet_scale0", "ln_scale0"):
+        stepped = client.get_metric_history(run.info.run_id, f"train_{column}")
+        assert [m.value for m in stepped] == pytest.approx(history[column].tolist())
+    assert run.data.tags["uadflows.health"] == record["health"]["message"] == "ok"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "spec.json", "history.csv", "figures"} <= artifacts
     figures = [a.path for a in client.list_artifacts(run.info.run_id, "figures")]

@@ -12,7 +12,7 @@ import timm
 
 from uadflows.backbones import extractor_spec, weights_tag
 from uadflows.backbones import tags as tag_module
-from uadflows.backbones.setups import MULTI_SETUPS
+from uadflows.backbones.setups import MULTI_SETUPS, PYRAMID_SETUPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +48,9 @@ def test_listed_defaults_are_the_installed_timm_defaults():
     for arch, tag in tag_module.DEFAULT_TAGS.items():
         assert timm.models.get_pretrained_cfg(arch).tag == tag, arch
     assert tag_module.SETUP_PARTS == {k: v.parts for k, v in MULTI_SETUPS.items()}
+    assert tag_module.PYRAMID_MODELS == {k: v.model for k, v in PYRAMID_SETUPS.items()}
+    assert weights_tag("cs_effnet_b5") == "tf_efficientnet_b5.in1k"
+    assert weights_tag("cs_effnet_lite0") == weights_tag("tf_efficientnet_lite0")
     assert weights_tag("resnet50") == f"resnet50.{timm.models.get_pretrained_cfg('resnet50').tag}"  # asks timm
 
 

@@ -28,7 +28,8 @@ def aggregate(metrics_files: list[str | Path], out_csv: str | Path) -> pd.DataFr
         except (OSError, json.JSONDecodeError) as e:
             raise RuntimeError(f"{f}: unreadable metrics file ({e}); delete it and rerun") from None
         row = {**m["key"], "status": m["status"], "resolution": m.get("resolution"),
-               "protocol": m.get("protocol"), "pro_limit": m.get("pro_limit")}
+               "protocol": m.get("protocol"), "pro_limit": m.get("pro_limit"),
+               "weights": m.get("weights", "")}
         values = m.get("metrics", {})
         row.update({k: values.get(k, float("nan")) for k in METRICS})
         row.update({k: v for k, v in values.items() if k not in METRICS})  # extras, e.g. *_max
@@ -40,6 +41,8 @@ def aggregate(metrics_files: list[str | Path], out_csv: str | Path) -> pd.DataFr
         row.update({k: (m.get("cost") or {}).get(k) for k in COST})
         row["run_dir"] = str(f.parent)
         row["error"] = m.get("error", "")
+        health = m.get("health") or {}
+        row["health"], row["health_message"] = health.get("health", ""), health.get("message", "")
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df):

@@ -92,11 +92,18 @@ def _spec(path: str):
 
 def cmd_train(a) -> int:
     from uadflows.features import open_cache
+    from uadflows.preemption import Preempted, StopRequest
     from uadflows.train import train
 
     _log_job(a.threads)
     open_cache(a.features, index_csv=a.index)  # a bad cache is an error naming it: the extract rule rebuilds it
-    summary = train(a.spec, a.features, a.out, index_csv=a.index, stop_after_epoch=a.stop_after_epoch)
+    with StopRequest() as stop:  # SLURM's SIGTERM / SIGUSR1: checkpoint, then exit
+        try:
+            summary = train(a.spec, a.features, a.out, index_csv=a.index,
+                            stop_after_epoch=a.stop_after_epoch, stop=stop)
+        except Preempted as e:
+            print(f"stopped: {e}", flush=True)
+            return e.exit_code
     print(json.dumps(summary))
     return 0
 
@@ -146,10 +153,15 @@ def cmd_report(a) -> int:
 
 
 def cmd_mlflow(a) -> int:
+    from uadflows.report import ReportError
     from uadflows.tracking import log_sweep
 
-    counts = log_sweep(a.metrics, tracking_uri=a.tracking_uri, experiment=a.experiment,
-                       sweep=a.sweep, tables_dir=a.tables, figures_dir=a.figures)
+    try:
+        counts = log_sweep(a.metrics, tracking_uri=a.tracking_uri, experiment=a.experiment,
+                           sweep=a.sweep, tables_dir=a.tables, figures_dir=a.figures)
+    except ReportError as e:  # e.g. the tracking server is down: say so, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if a.marker:
         from uadflows.io import write_json
 
@@ -369,8 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from uadflows.io import DiskFullError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except DiskFullError as e:  # the path and what to do, not a traceback through torch
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ settings resolved from the method's recipe.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -89,6 +90,12 @@ class ModelSection(_Section):
     checkpoint_every: PositiveInt = 10
     amp: bool = Field(False, description="bfloat16 autocast in training (CUDA only)")
     compile: bool = Field(False, description="torch.compile the flow (CUDA only)")
+    eval_every: PositiveInt | None = Field(
+        None, description="diagnostic: test metrics every K epochs (diagnostic_on_test.csv); "
+        "evaluated on the test set, not a protocol")
+    protocol: Literal["last-epoch", "best-on-test"] = Field(
+        "last-epoch", description="last-epoch (default) or best-on-test: the best eval_every "
+        "checkpoint on the test set, as the original codes report; labelled wherever it appears")
     params: dict[str, Any] = Field({}, description="the method's own parameters (its config.py)")
     datasets: list[str] | None = Field(None, description="restrict this model to these datasets (default all)")
     per_category: dict[str, Overrides] = {}
@@ -271,7 +278,8 @@ class Plan:
                 device=self.device, params=params, evaluation=self.config.evaluation,
                 statistics=self.config.statistics,
                 train=TrainOptions(**train, checkpoint_every=m.checkpoint_every, amp=m.amp,
-                                   compile=m.compile),
+                                   compile=m.compile, eval_every=m.eval_every),
+                protocol=m.protocol,
             )
         except ValidationError as e:
             err = e.errors()[0]
@@ -299,11 +307,17 @@ def parse_config(raw: dict[str, Any]) -> Config:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_message(err) for err in e.errors()[:10])) from None
 
 
+# pydantic adds a union member's type to the location (e.g. 'list[str]', "literal['all']"):
+# not a key. A user's key may hold '[' too (tests/test_fuzz_config.py found one): match the tag.
+_UNION_TAG = re.compile(r"^[a-z][a-z0-9_-]*\[.*\]$|^literal")
+
+
 def _message(err: dict[str, Any]) -> str:
-    # pydantic adds a union member's type to the location (e.g. 'list[str]'): not a key
-    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("literal")))]
+    keys = lambda loc: [str(p) for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p))]  # noqa: E731
+    loc = keys(err["loc"])
     if err["type"] in ("missing", "extra_forbidden"):
-        parent, key = ".".join(loc[:-1]) or "(top level)", loc[-1]
+        # the last element is the missing or unknown key itself, whatever it looks like
+        parent, key = ".".join(keys(err["loc"][:-1])) or "(top level)", str(err["loc"][-1])
         what = "missing required key" if err["type"] == "missing" else "unknown key"
         return f"config key '{parent}': {what} {key!r}"
     return f"config key '{'.'.join(loc) or '(top level)'}': {err['msg']}"
@@ -335,6 +349,9 @@ def load_plan(raw: dict[str, Any], *, check_roots: bool = True) -> Plan:
                 raise ConfigError(f"config key 'models.{name}.per_category.{cat}': not a category of any dataset")
         if m.weights_file and check_roots and not Path(m.weights_file).expanduser().is_file():
             raise ConfigError(f"config key 'models.{name}.weights_file': file {m.weights_file} does not exist")
+        if m.protocol == "best-on-test" and not m.eval_every:
+            raise ConfigError(f"config key 'models.{name}.protocol': best-on-test needs "
+                              "'eval_every' (the checkpoints it picks the best of)")
     plan = Plan(config=config, datasets=datasets, recipes=recipes)
     if not plan.runs:
         raise ConfigError("config key 'models': no (dataset, model) pair selects any run")

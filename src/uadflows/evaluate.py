@@ -82,7 +82,9 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     ev = {"resolution": spec.evaluation.resolution, "pro_limit": spec.evaluation.pro_limit}
     result: dict[str, Any] = {
         "key": key, "protocol": spec.protocol, "resolution": ev["resolution"],
-        "pro_limit": ev["pro_limit"], "spec": spec.to_dict(),
+        "pro_limit": ev["pro_limit"], "spec": spec.to_dict(), "weights": spec.weights,
+        # training health verdict (health.py); best_epoch: only under protocol best-on-test
+        "health": summary.get("health"), "best_epoch": summary.get("best_epoch"),
     }
     with np.load(scores_npz) as z:
         d = {k: z[k] for k in z.files}

@@ -10,7 +10,8 @@ Layout of one cache folder (its name is ``ExtractorSpec.key()``)::
 
 Half precision halves the disk and page-cache footprint; flows train in float32 on
 batches converted on the fly. The folder is written under a temporary name and renamed,
-so a killed extraction never leaves a cache that looks complete; ``open_cache`` checks
+so a killed extraction never leaves a cache that looks complete (the arrays' blocks are
+reserved before they are mapped, so a full disk raises an error instead of SIGBUS); ``open_cache`` checks
 every array's size against meta.json, so a truncated file is caught, not read as garbage.
 """
 
@@ -25,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from uadflows.io import atomic_dir, read_json, write_json
+from uadflows.io import atomic_dir, preallocate, read_json, write_json
 
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1
@@ -90,6 +91,8 @@ def extract(
                 )
                 for i, (c, (h, w)) in enumerate(zip(spec.channels, spec.shapes))
             ]
+            for i in range(len(arrays)):
+                preallocate(tmp / split / f"scale{i}.npy")
             with torch.inference_mode():
                 for start in range(0, len(part), batch_size):
                     chunk = part[start : start + batch_size]

@@ -44,6 +44,7 @@ class TrainOptions(_Frozen):
     checkpoint_every: PositiveInt = 10
     amp: bool = False
     compile: bool = False
+    eval_every: PositiveInt | None = None  # the test-set diagnostic (uadflows.diagnostic)
 
 
 class EvaluationOptions(_Frozen):
@@ -75,7 +76,7 @@ class JobSpec(_Frozen):
     extractor: str
     seed: int = Field(ge=0)
     device: str = "auto"
-    protocol: str = "last-epoch"
+    protocol: Literal["last-epoch", "best-on-test"] = "last-epoch"  # best-on-test: opt-in, needs eval_every
     params: dict[str, Any] = Field(default_factory=dict)
     train: TrainOptions
     evaluation: EvaluationOptions = EvaluationOptions()
@@ -87,10 +88,14 @@ class JobSpec(_Frozen):
 
     @property
     def weights(self) -> str:
-        """What the backbone's weights are, in one word: a file name, pretrained or random."""
-        if self.weights_file:
-            return f"file:{Path(self.weights_file).name}"
-        return "pretrained" if self.pretrained else "random"
+        """The exact weights of the backbone (``backbones.tags.weights_tag``: a timm
+        ``arch.tag``, a file's sha256, the packaged lite0 file, or "random")."""
+        from uadflows.backbones.tags import weights_tag  # torch-free
+
+        try:
+            return weights_tag(self.backbone, self.pretrained, self.weights_file)
+        except (OSError, KeyError, ImportError) as e:  # e.g. planned where the file is not
+            return f"unresolved ({str(e).strip(chr(34))})"
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

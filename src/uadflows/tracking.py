@@ -5,15 +5,19 @@ Idempotent by design: every run carries the tags ``uadflows.sweep`` and ``uadflo
 (dataset/category/model/seed<N>) and, once fully logged, ``uadflows.fingerprint`` (a hash of
 everything logged). Logging again skips a run whose fingerprint is unchanged and replaces
 (deletes, then logs afresh) one whose files changed, so a run is never duplicated and its
-metric history never holds the same steps twice. Only one process may write (the workflow
-has a single rule for it). mlflow is imported inside the functions: it is slow to import.
+metric history never holds the same steps twice. Writers of one SQLite store take turns
+(a lock file beside it), so two sweeps may log at once; on a tracking server that is down,
+logging fails after a few quick retries with an error naming the server, and the results stay
+on disk for the next run to log. mlflow is imported inside the functions: it is slow to import.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import math
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -33,6 +37,8 @@ from uadflows.report.runs import (
 
 TAG_ROLE, TAG_SWEEP, TAG_KEY = "uadflows.role", "uadflows.sweep", "uadflows.key"
 TAG_FINGERPRINT, TAG_ERROR = "uadflows.fingerprint", "uadflows.error"
+TAG_HEALTH = "uadflows.health"
+HEALTH_PREFIXES = ("z2_scale", "logdet_scale", "ln_scale")
 # The MLflow 3 UI opens an experiment of this kind on its runs, not on GenAI traces
 # (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -40,6 +46,11 @@ RUN_TAGS = ["dataset", "category", "method", "backbone", "model", "seed", "proto
             "resolution"]
 MAX_VALUE = 5000  # MLflow rejects longer param/tag values
 PARENT_FIGURES = ("curves_", "loss_", "bars_")  # comparison figures shared by many runs
+# A server that is down fails the rule within seconds, not after MLflow's default 7 retries
+# with exponential backoff (minutes); settings of the user's own environment win.
+HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def log_sweep(
@@ -65,7 +76,7 @@ def log_sweep(
     if jobs.empty:
         raise ReportError(f"{metrics_csv}: no run of sweep {sweep!r}; sweeps listed: "
                           f"{sorted(set(runs['sweep']))}")
-    with _quiet():
+    with _quiet(), _unreachable_is_an_error(tracking_uri), _store_lock(tracking_uri):
         client = _client(tracking_uri)
         experiment_id = _experiment(client, experiment, artifact_location)
         parent_id, parent_state = _parent(client, experiment_id, sweep, jobs, tables_dir,
@@ -135,9 +146,11 @@ class _Job:
     def __init__(self, row: pd.Series, metrics_csv: Path, figures_dir, parent_id: str):
         self.row, self.key, self.parent_id = row, run_key(row), parent_id
         self.folder = _folder(row, metrics_csv)
-        # records.npz/.csv: the per-image records the intervals come from (uadflows.stats)
-        self.files = [self.folder / n for n in ("metrics.json", "spec.json", "summary.json",
-                                                "history.csv", "records.npz", "records.csv")
+        # records.*: the per-image records the intervals come from (uadflows.stats);
+        # diagnostic_on_test.*: the labelled metric-vs-epoch diagnostic (uadflows.diagnostic)
+        names = ("metrics.json", "spec.json", "summary.json", "history.csv", "records.npz", "records.csv",
+                 "diagnostic_on_test.csv", "diagnostic_on_test.png")
+        self.files = [self.folder / n for n in names
                       if self.folder and (self.folder / n).is_file()]
         self.figures = []
         if figures_dir is not None:
@@ -167,6 +180,9 @@ class _Job:
         error = self.record.get("error") or self.row.get("error", "")
         if status == "failed":
             tags[TAG_ERROR] = str(error or "(no message)")[:MAX_VALUE]
+        health = (self.record.get("health") or {}).get("message")
+        if health:  # the training health verdict (uadflows.health)
+            tags[TAG_HEALTH] = str(health)[:MAX_VALUE]
         times = self.record.get("times") or {}
         start, end = (int(times[k] * 1000) if times.get(k) else None for k in ("started", "ended"))
         run = client.create_run(experiment_id, tags=tags, run_name=self.key, start_time=start)
@@ -175,10 +191,18 @@ class _Job:
         params = [Param(k, v[:MAX_VALUE]) for k, v in self.params.items()]
         metrics = [Metric(k, v, now, 0) for k, v in self._scalars().items()]
         if self.history is not None:
-            for column, name in (("loss", "train_loss"), ("lr", "lr")):
+            # the training health statistics of history.csv (health.py), stepped like the loss
+            stats = [(c, f"train_{c}") for c in self.history.columns if c.startswith(HEALTH_PREFIXES)]
+            for column, name in (("loss", "train_loss"), ("lr", "lr"), *stats):
                 if column in self.history.columns:
                     metrics += [Metric(name, float(v), now, int(e))
                                 for e, v in zip(self.history["epoch"], self.history[column])]
+        diag = self.folder / "diagnostic_on_test.csv" if self.folder else None
+        if diag is not None and diag.is_file():  # named so it can't pass for a result
+            d = pd.read_csv(diag)
+            metrics += [Metric(f"diagnostic_on_test_{c}", float(v), now, int(e))
+                        for c in d.columns if c not in ("epoch", "note")
+                        for e, v in zip(d["epoch"], d[c]) if pd.notna(v)]
         for i in range(0, max(len(params), len(metrics)), 100):  # MLflow's batch limits
             client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
         for path in self.files:
@@ -222,11 +246,55 @@ def _params(spec_path: Path | None, record: dict) -> dict[str, str]:
         return {**flatten(raw), **params}
 
 
-# ---- experiment and parent ------------------------------------------------------------------
+# ---- the store ------------------------------------------------------------------------------
 def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
+    if tracking_uri.startswith(("http://", "https://")):
+        for name, value in HTTP_RETRIES.items():
+            os.environ.setdefault(name, value)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextmanager
+def _unreachable_is_an_error(tracking_uri: str):
+    """A server that cannot be reached (or answers with errors) becomes a ReportError that
+    names it and says that nothing is lost; MLflow's own message is the cause."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        yield
+        return
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        tries = 1 + int(os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+        raise ReportError(f"MLflow tracking server {tracking_uri} failed after {tries} tries "
+                          f"({first}); nothing was lost: every result stays on disk and the "
+                          "next run of the mlflow rule logs it") from e
+
+
+@contextmanager
+def _store_lock(tracking_uri: str):
+    """One writer at a time on a SQLite store (``<db>.lock`` beside it): two processes
+    creating the schema, the experiment or a sweep's parent at once would otherwise race."""
+    from urllib.parse import urlparse
+
+    if not tracking_uri.startswith("sqlite:///"):
+        yield  # a server or a database server serialises its own writes
+        return
+    db = Path(urlparse(tracking_uri).path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# ---- experiment and parent ------------------------------------------------------------------
 
 
 def _experiment(client, name: str, artifact_location: str | None) -> str:

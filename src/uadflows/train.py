@@ -22,9 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from uadflows import diagnostic
 from uadflows.features import index_digest, load_split, open_cache, resolve_device
+from uadflows.health import EpochHealth, verdict
 from uadflows.provenance import provenance
 from uadflows.io import atomic_path, write_json
+from uadflows.preemption import Preempted, StopRequest
 from uadflows.spec import JobSpec
 
 STATE_FILE = "train_state.pt"
@@ -63,8 +66,10 @@ def flow_parameter_count(model: torch.nn.Module) -> int:
 
 
 def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **obj}, tmp)
+    # Through a Python file: a full disk then surfaces as ENOSPC (atomic_path names the path)
+    # rather than as torch's bare "unexpected pos" error.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": CHECKPOINT_FORMAT, **obj}, f)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -126,11 +131,14 @@ def train(
     *,
     index_csv: str | Path | None = None,
     stop_after_epoch: int | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train one run; write ``model.pt``, ``history.csv`` and ``summary.json`` (weight-free:
     status, cost, start and end times) into ``out_dir``.
 
     ``stop_after_epoch`` ends the process's work early (tests of resumption).
+    ``stop``: a scheduler's signal (pre-emption, time limit) seen there ends the current
+    epoch with a checkpoint and raises Preempted (uadflows.preemption).
     Returns the summary.
     """
     started = time.time()
@@ -147,6 +155,11 @@ def train(
     data = load_split(features_dir, "train", index_csv=index_csv)
     steps = math.ceil(len(data) / batch_size)
     setup = model.train_setup(epochs, steps, lr=opts.lr)
+    # Issue 22: test metrics every `eval_every` epochs (a labelled diagnostic), and the
+    # opt-in protocol that reports the best of those checkpoints (diagnostic.py).
+    eval_every = opts.eval_every or 0
+    diagnostic.check_protocol(spec.protocol, eval_every, name)
+    test_set = None
     on_gpu = dev.type == "cuda"
     # GPU-only speed options: bfloat16 autocast needs no loss scaling; compile the flow once.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and opts.amp)
@@ -154,6 +167,8 @@ def train(
 
     state_path = out_dir / STATE_FILE
     history: list[dict[str, float]] = []
+    evaluated: list[dict[str, float]] = []
+    best_state = None
     start = 0
     state = _load_state(state_path, spec)
     if state is not None:
@@ -162,6 +177,7 @@ def train(
         if setup.scheduler is not None and state.get("scheduler") is not None:
             setup.scheduler.load_state_dict(state["scheduler"])
         history, start = state["history"], state["epoch"]
+        evaluated, best_state = state.get("evaluated", []), state.get("best")
         print(f"{name}: resuming after epoch {start}/{epochs}", flush=True)
 
     error = None
@@ -170,7 +186,7 @@ def train(
         model.train()
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(data))
         total, count = 0.0, 0
-        z2_sums: list[float] = []
+        health = EpochHealth()
         for idx, feats in data.batches(batch_size, order, dev):
             with autocast:
                 out = flow(feats)
@@ -179,32 +195,47 @@ def train(
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break
             optimizer_step(model, setup, loss)
+            health.add(out)
             total += loss.item() * len(idx)
             count += len(idx)
-            z2 = [zs.detach().float().pow(2).mean().item() * len(idx) for zs in out.z]
-            z2_sums = [a + b for a, b in zip(z2_sums, z2)] if z2_sums else z2
         if error:
             break
         lr = setup.optimizer.param_groups[0]["lr"]
         if setup.scheduler is not None and setup.scheduler_interval == "epoch":
             setup.scheduler.step()
-        # Mean z^2 per latent dimension on the training batches, per scale: ~1 for a flow
-        # that fits its training data (z ~ N(0, I)); far above 1 means under-fitted.
-        z2_mean = {f"z2_scale{s}": v / count for s, v in enumerate(z2_sums)}
+        # Training health (health.py): mean z^2 per latent dimension per scale (~1 for a flow
+        # that fits its training data; far above 1: under-fitted), log-det, LayerNorm weights.
+        stats = health.row(model)
         history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr,
-                        "seconds": time.perf_counter() - t0, **z2_mean})
-        z2_text = " ".join(f"{v:.3f}" for v in z2_mean.values())
+                        "seconds": time.perf_counter() - t0, **stats})
+        z2_text = " ".join(f"{v:.3f}" for k, v in stats.items() if k.startswith("z2_scale"))
         print(f"{name}: epoch {epoch + 1}/{epochs} loss {total / count:.5f} mean z^2 per scale {z2_text}", flush=True)
         done = epoch + 1
-        if done % opts.checkpoint_every == 0 or done == epochs or done == stop_after_epoch:
+        preempted = stop is not None and stop.signum is not None and done < epochs
+        if eval_every and (done % eval_every == 0 or done == epochs):
+            test_set = test_set or diagnostic.TestSet(features_dir, spec.image_size, index_csv)
+            evaluated.append({"epoch": done, **test_set.evaluate(model, dev)})
+            diagnostic.write_csv(out_dir / diagnostic.CSV_NAME, evaluated)
+            if spec.protocol == "best-on-test" and diagnostic.best(evaluated)["epoch"] == done:
+                best_state = {"epoch": done, "model": trainable_state(model)}
+        if done % opts.checkpoint_every == 0 or done == epochs or done == stop_after_epoch or preempted:
             _save({"spec": spec.to_json(), "epoch": done, "history": history,
                    "model": trainable_state(model), "optimizer": setup.optimizer.state_dict(),
-                   "scheduler": setup.scheduler.state_dict() if setup.scheduler else None},
+                   "scheduler": setup.scheduler.state_dict() if setup.scheduler else None,
+                   "evaluated": evaluated, "best": best_state},
                   state_path)
+        if preempted:
+            raise Preempted(f"{name}: {stop.name} received, checkpoint written after epoch "
+                            f"{done}/{epochs}; run again to resume from it", stop.signum)
         if done == stop_after_epoch and done < epochs:
             return {"status": "stopped", "epochs": done}
 
     write_history(out_dir / "history.csv", history)
+    if evaluated:
+        diagnostic.plot(evaluated, out_dir / diagnostic.FIGURE_NAME, name)
+    final = trainable_state(model)
+    if spec.protocol == "best-on-test" and best_state is not None and not error:
+        final = best_state["model"]
     summary = {
         "status": "failed" if error else "ok",
         "error": error,
@@ -218,9 +249,12 @@ def train(
         "ended": time.time(),
         "index_digest": index_digest(index_csv) if index_csv else open_cache(features_dir)["index_digest"],
         **provenance(),
+        "health": verdict(history),
+        "protocol": spec.protocol,
+        "best_epoch": best_state["epoch"] if spec.protocol == "best-on-test" and best_state else None,
     }
     _save({"spec": spec.to_json(), "status": summary["status"], "error": error,
-           "model": None if error else trainable_state(model)}, out_dir / "model.pt")
+           "model": None if error else final}, out_dir / "model.pt")
     write_json(out_dir / SUMMARY_FILE, summary)
     if error:
         print(f"ERROR: {error}; recorded as a failed run", flush=True)
@@ -236,8 +270,9 @@ def peak_rss_mb() -> float:
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            z2_keys = sorted({k for h in history for k in h if k.startswith("z2_scale")})
-            w = csv.DictWriter(f, fieldnames=["epoch", "loss", "lr", "seconds", *z2_keys])
+            # the fixed columns, then the health statistics (health.py) in first-seen order
+            names = list(dict.fromkeys(["epoch", "loss", "lr", "seconds", *(k for row in history for k in row)]))
+            w = csv.DictWriter(f, fieldnames=names)
             w.writeheader()
             w.writerows(history)
 

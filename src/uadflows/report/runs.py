@@ -41,6 +41,8 @@ DEFAULTS = {
     "pro_limit": 0.3,
     "run_dir": "",
     "error": "",
+    "health": "",  # the training health verdict (uadflows.health): ok, collapsing, shrunk
+    "health_message": "",
 }
 
 
@@ -73,7 +75,7 @@ def load_metrics(metrics_csv: str | Path) -> pd.DataFrame:
             df[column] = np.nan
         df[column] = pd.to_numeric(df[column], errors="coerce")
     for column in ["dataset", "category", "model", "method", "backbone", "status", "sweep",
-                   "resolution", "protocol", "run_dir", "error"]:
+                   "resolution", "protocol", "run_dir", "error", "health", "health_message"]:
         df[column] = df[column].astype(str)
     try:
         df["seed"] = df["seed"].astype(int)

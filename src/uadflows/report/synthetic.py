@@ -64,6 +64,7 @@ def write_synthetic_sweep(
                     else:
                         noise = 0.25 + 0.15 * m_index + 0.05 * seed
                         record = _write_scores(folder, samples, rng, noise, key)
+                        record["health"] = _health(folder)
                     (folder / "metrics.json").write_text(json.dumps(record, indent=1))
                     rows.append(_csv_row(record, folder))
     table = pd.DataFrame(rows)
@@ -117,8 +118,17 @@ def _write_history(folder, rng, epochs, failed, scale) -> None:
     loss = -scale * (1 - np.exp(-np.arange(1, epochs + 1) / 2)) + rng.normal(0, scale / 50, epochs)
     if failed:
         loss[-1] = np.nan
+    # the training health columns (uadflows.health) of one feature scale with a LayerNorm
     pd.DataFrame({"epoch": np.arange(epochs), "loss": loss, "lr": 1e-3,
-                  "seconds": 0.5 + rng.random(epochs)}).to_csv(folder / "history.csv", index=False)
+                  "seconds": 0.5 + rng.random(epochs), "z2_scale0": 1 + rng.normal(0, 0.05, epochs),
+                  "logdet_scale0": np.linspace(0, 0.5, epochs), "ln_scale0": np.linspace(1, 0.9, epochs),
+                  }).to_csv(folder / "history.csv", index=False)
+
+
+def _health(folder) -> dict:
+    from uadflows.health import verdict
+
+    return verdict(pd.read_csv(folder / "history.csv").to_dict("records"))
 
 
 def _write_scores(folder, samples, rng, noise, key) -> dict:
@@ -193,4 +203,6 @@ def _csv_row(record: dict, folder: Path) -> dict:
         row[column] = cost.get(column, np.nan)
     row["run_dir"] = str(folder)
     row["error"] = record.get("error", "")
+    health = record.get("health") or {}
+    row["health"], row["health_message"] = health.get("health", ""), health.get("message", "")
     return row

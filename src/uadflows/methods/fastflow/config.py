@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from uadflows.methods.norm_modes import check_norm
+
 VARIANTS = ("paper", "reproduction")
 # Transformer subnet width in the "paper" variant: 768 / 6, which gives the paper's
 # 14.8M extra parameters for CaiT and DeiT (the reproduction's int(384 * 0.16) = 61 gives 7.1M).
@@ -23,6 +25,9 @@ class FastFlowConfig:
     hidden_channels: int | None = None
     conv3x3_only: bool = False
     layernorm: bool = True
+    # Issue 22: "faithful" (the paper's, default), "bounded" (the LayerNorm's affine counted
+    # in the log-det) or "no-affine"; methods/layernorm.py says why.
+    norm: str = "faithful"
     clamp: float = 2.0
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -47,6 +52,9 @@ class FastFlowConfig:
                 raise ValueError(f"fastflow: {key} must be a positive number, got {value!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
             raise ValueError(f"fastflow: weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_norm(self.norm, "fastflow")
+        if self.norm != "faithful" and not self.layernorm:
+            raise ValueError(f"fastflow: norm {self.norm!r} needs layernorm: true (this recipe has no trainable LayerNorm)")
         if self.hidden_channels is not None and (not isinstance(self.hidden_channels, int) or self.hidden_channels < 1):
             raise ValueError(f"fastflow: hidden_channels must be a positive int or None, got {self.hidden_channels!r}")
 

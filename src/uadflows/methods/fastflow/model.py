@@ -20,6 +20,7 @@ from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
 from uadflows.methods.fastflow.anomaly_map import fastflow_anomaly_maps
 from uadflows.methods.fastflow.config import LABEL, FastFlowConfig
 from uadflows.methods.fastflow.lean import LeanAllInOneBlock
+from uadflows.methods.layernorm import PreFlowLayerNorm
 
 
 def _subnet(kernel_size: int, config: FastFlowConfig):
@@ -59,7 +60,8 @@ class FastFlow(FlowMethod):
         self.config = config
         spec: ExtractorSpec = backbone.spec
         self.chw = [(c, h, w) for c, (h, w) in zip(spec.channels, spec.shapes)]
-        self.norms = nn.ModuleList([nn.LayerNorm(list(chw)) for chw in self.chw]) if config.layernorm else None
+        self.norms = (nn.ModuleList([PreFlowLayerNorm(chw, config.norm) for chw in self.chw])
+                      if config.layernorm else None)
         self.flows = nn.ModuleList([build_flow(chw, config) for chw in self.chw])
 
     def prepare(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -77,10 +79,11 @@ class FastFlow(FlowMethod):
 
     def forward(self, features: list[torch.Tensor], with_log_jac: bool = True) -> FlowOutput:
         zs, log_jacs = [], []
-        for flow, x in zip(self.flows, self.prepare(features)):
+        for i, (flow, x) in enumerate(zip(self.flows, self.prepare(features))):
             z, log_jac = flow(x, jac=with_log_jac)
+            norm_log_det = self.norms[i].log_det() if self.norms is not None and with_log_jac else None
             zs.append(z)
-            log_jacs.append(log_jac)
+            log_jacs.append(log_jac if norm_log_det is None else log_jac + norm_log_det)
         return FlowOutput(z=zs, log_jac=log_jacs if with_log_jac else None)
 
     @torch.no_grad()
@@ -101,13 +104,20 @@ class FastFlow(FlowMethod):
 
     def loss(self, out: FlowOutput) -> torch.Tensor:
         """As gathierry/FastFlow: sum over scales of the batch mean of
-        0.5 * ||z||^2 - log|det J| (no per-dimension normalisation; the constant dropped)."""
+        0.5 * ||z||^2 - log|det J| (no per-dimension normalisation; the constant dropped).
+        With ``norm: bounded`` log|det J| includes the LayerNorm's sum log|w|."""
         if out.log_jac is None:
             raise ValueError("fastflow: loss needs log_jac (forward with with_log_jac=True)")
         return sum((0.5 * z.pow(2).flatten(1).sum(1) - lj).mean() for z, lj in zip(out.z, out.log_jac))
 
     def anomaly_maps(self, out: FlowOutput, size: tuple[int, int]) -> dict[str, torch.Tensor]:
         return fastflow_anomaly_maps(out.z, size)
+
+    def norm_scales(self) -> list[float] | None:
+        """Mean affine weight of each scale's pre-flow LayerNorm (training health)."""
+        if self.norms is None or self.config.norm == "no-affine":
+            return None
+        return [n.scale() for n in self.norms]
 
     def train_setup(self, epochs: int, steps_per_epoch: int, lr: float | None = None) -> TrainSetup:
         opt = torch.optim.Adam(self.trainable_parameters(), lr=lr or self.config.lr, weight_decay=self.config.weight_decay)

@@ -1,0 +1,208 @@
+"""FastFlow's unbounded objective on a real category (issue 22): faithful vs bounded vs
+no-affine pre-flow LayerNorm (src/uadflows/methods/layernorm.py), trained with the
+project's trainer, the training health recorded per epoch (health.py) and the test metrics
+every K epochs (the labelled diagnostic of diagnostic.py: evaluated on the test set, not a
+protocol; the table's "last epoch" column is the honest protocol's number).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --epochs 100 --json docs/methods/fastflow_collapse.json
+    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --render docs/methods/fastflow_collapse.json
+
+Each variant trains in its own process (OMP_NUM_THREADS=1), ``--parallel`` at a time.
+``--render`` draws docs/methods/fastflow_collapse.png (loss, LayerNorm scales, AUROC per
+checkpoint) and writes the table between the markers in docs/methods/fastflow.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+NORMS = ("faithful", "bounded", "no-affine")
+DOC = ROOT / "docs/methods/fastflow.md"
+FIGURE = ROOT / "docs/methods/fastflow_collapse.png"
+BEGIN, END = "<!-- collapse-table:begin -->", "<!-- collapse-table:end -->"
+
+
+def spec_for(norm: str, a) -> dict:
+    return {
+        "sweep": "collapse", "dataset": "mpdd", "format": "folder", "category": a.category,
+        "model": f"fastflow-{norm}", "method": "fastflow", "backbone": "tf_efficientnet_lite0",
+        "seed": a.seed, "image_size": [a.image_size, a.image_size], "pretrained": True,
+        "weights_file": None, "extractor": "lite0", "params": {"norm": norm},
+        "train": {"epochs": a.epochs, "batch_size": a.batch_size, "lr": None,
+                  "checkpoint_every": 1, "eval_every": a.eval_every},
+        "evaluation": {"resolution": "map", "pro_limit": 0.3},
+        "device": "cpu", "protocol": "last-epoch",
+    }
+
+
+def prepare(a) -> tuple[Path, Path]:
+    """The category's index and its lite0 feature cache under ``--out``."""
+    from uadflows.data import index_category, write_index
+    from uadflows.features import ensure_cache
+
+    out = Path(a.out)
+    index = out / "index.csv"
+    if not index.is_file():
+        write_index(index_category("folder", a.data, a.category), index)
+    features = out / "features"
+    ensure_cache(features, index, {"name": "tf_efficientnet_lite0", "image_size": a.image_size,
+                                   "pretrained": True}, device="cpu")
+    return index, features
+
+
+def train_one(norm: str, a, index: Path, features: Path) -> float:
+    """Train one variant in a subprocess (its own single thread); returns wall seconds."""
+    run = Path(a.out) / norm
+    run.mkdir(parents=True, exist_ok=True)
+    spec = json.dumps(spec_for(norm, a))
+    code = ("import json, sys; from uadflows.train import train; "
+            "print(json.dumps(train(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], index_csv=sys.argv[4])))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "src")}
+    t0 = time.time()
+    with open(run / "train.log", "a") as log:
+        subprocess.run([sys.executable, "-c", code, spec, str(features), str(run), str(index)],
+                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return time.time() - t0
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: (float(v) if v not in ("", None) and k != "note" else v) for k, v in r.items()}
+                for r in csv.DictReader(f)]
+
+
+def collect(a, walls: dict[str, float]) -> dict:
+    """The runs' numbers. A run still training (or stopped) is read from its last
+    ``train_state.pt`` (written every epoch), its verdict computed from that history."""
+    import torch
+
+    from speed_common import machine
+    from uadflows.health import verdict
+
+    runs = {}
+    for norm in a.norms:
+        run = Path(a.out) / norm
+        if (run / "model.pt").is_file():
+            summary = torch.load(run / "model.pt", map_location="cpu", weights_only=True)["summary"]
+            history = read_csv(run / "history.csv")
+        else:
+            state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=True)
+            history = state["history"]
+            summary = {"status": f"partial: stopped after epoch {state['epoch']} of {a.epochs}",
+                       "health": verdict(history), "train_seconds": sum(h["seconds"] for h in history)}
+        runs[norm] = {"history": history,
+                      "diagnostic_on_test": read_csv(run / "diagnostic_on_test.csv"),
+                      "health": verdict(history),  # today's rules, whatever code trained it "status": summary["status"],
+                      "train_seconds": summary["train_seconds"], "wall_seconds": walls.get(norm)}
+    return {"category": a.category, "epochs": a.epochs, "batch_size": a.batch_size,
+            "eval_every": a.eval_every, "image_size": a.image_size, "seed": a.seed,
+            "machine": machine(), "runs": runs}
+
+
+def table(result: dict) -> str:
+    """Markdown: per variant the last epoch's numbers, the diagnostic's best, the verdict."""
+    lines = ["| norm | epochs trained | loss (last epoch) | LayerNorm scale per feature scale | image AUROC, last "
+             "evaluated epoch | pixel AUROC, same | best image AUROC on test (epoch; diagnostic) | health verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for norm, r in result["runs"].items():
+        last, ev = r["history"][-1], r["diagnostic_on_test"]
+        scales = [f"{last[k]:.3f}" for k in sorted(last) if k.startswith("ln_scale")] or ["none"]
+        best = max(ev, key=lambda e: (e["image_auroc"], -e["epoch"]))
+        final = ev[-1]
+        lines.append(f"| {norm} | {int(last['epoch'])} of {result['epochs']} | {last['loss']:.4g} | {' / '.join(scales)} | "
+                     f"{final['image_auroc']:.3f} ({int(final['epoch'])}) | "
+                     f"{final['pixel_auroc']:.3f} | {best['image_auroc']:.3f} ({int(best['epoch'])}) | "
+                     f"{r['health']['message']} |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    colors = dict(zip(NORMS, ("tab:red", "tab:blue", "tab:green")))
+    for norm, r in result["runs"].items():
+        h, ev, c = r["history"], r["diagnostic_on_test"], colors.get(norm)
+        epochs = [row["epoch"] for row in h]
+        axes[0].plot(epochs[1:], [row["loss"] for row in h[1:]], color=c, label=norm)
+        for k, style in zip(sorted(k for k in h[-1] if k.startswith("ln_scale")), ("-", "--", ":")):
+            axes[1].plot(epochs, [row[k] for row in h], style, color=c, label=f"{norm} {k}")
+        e = [row["epoch"] for row in ev]
+        axes[2].plot(e, [row["image_auroc"] for row in ev], "-o", ms=3, color=c, label=f"{norm} image")
+        axes[2].plot(e, [row["pixel_auroc"] for row in ev], "--s", ms=3, color=c, label=f"{norm} pixel")
+    axes[0].set_title("training loss (sum over scales, batch mean), from epoch 2", fontsize=9)
+    axes[1].set_title("pre-flow LayerNorm: mean affine weight", fontsize=9)
+    axes[1].set_yscale("log")
+    axes[2].set_title("AUROC per checkpoint\ndiagnostic: evaluated on the test set; not a protocol", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"FastFlow, lite0 @ {result['image_size']} px, MPDD {result['category']}, "
+                 f"batch {result['batch_size']}, seed {result['seed']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(result: dict) -> None:
+    plot(result, FIGURE)
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{DOC}: markers {BEGIN} / {END} missing")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{table(result)}\n{END}{tail}")
+    print(table(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent.parent / "shared/data"))
+    p.add_argument("--category", default="mpdd_metal_plate")
+    p.add_argument("--out", default=str(ROOT / "results/collapse"))
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--norms", nargs="+", default=list(NORMS), choices=NORMS)
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--json", help="write the raw numbers here")
+    p.add_argument("--render", metavar="JSON", help="only draw the figure and the table from a --json file")
+    p.add_argument("--collect", action="store_true", help="only read the runs under --out (finished or not) into --json")
+    a = p.parse_args()
+    if a.render:
+        render(json.loads(Path(a.render).read_text()))
+        return
+    if a.collect:
+        result = collect(a, {})
+        if a.json:
+            Path(a.json).write_text(json.dumps(result, indent=1))
+        print(table(result))
+        return
+    index, features = prepare(a)
+    with ThreadPoolExecutor(a.parallel) as pool:
+        walls = dict(zip(a.norms, pool.map(lambda n: train_one(n, a, index, features), a.norms)))
+    result = collect(a, walls)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
