@@ -94,6 +94,15 @@ def _load_state(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
     return state
 
 
+def fit_from_data(model, spec: dict[str, Any], data, batch_size: int, dev) -> dict[str, float]:
+    """A method without an optimiser (``fits_from_data``: kNN) sees the training cache once;
+    random choices it makes (a bank subset) are seeded by the run's seed. Its history row."""
+    t0 = time.perf_counter()
+    generator = torch.Generator().manual_seed(int(spec["seed"]))
+    model.fit((feats for _, feats in data.batches(batch_size, device=dev)), generator=generator)
+    return {"epoch": 1, "loss": float("nan"), "lr": 0.0, "seconds": time.perf_counter() - t0}
+
+
 def optimizer_step(model, setup, loss: torch.Tensor) -> None:
     """One step of the method's recipe: backward, optional clipping, optimiser, and the
     scheduler where it steps per batch."""
@@ -130,6 +139,8 @@ def train(
     cfg = model.config
     epochs, batch_size = int(cfg.epochs), int(cfg.batch_size)
     data = load_split(features_dir, "train", index_csv=index_csv)
+    if getattr(model, "fits_from_data", False):  # no optimiser (kNN, issue 17): one pass
+        return _finish(spec, model, out_dir, [fit_from_data(model, spec, data, batch_size, dev)], None, dev)
     steps = math.ceil(len(data) / batch_size)
     setup = model.train_setup(epochs, steps)
     opts = spec.get("train") or {}
@@ -157,13 +168,18 @@ def train(
         model.train()
         order = np.random.default_rng([spec["seed"], epoch]).permutation(len(data))
         total, count = 0.0, 0
+        # Methods that take several optimiser steps per batch (CFlow's fibers, issue 17)
+        # step inside ``train_batch``, drawing from a generator seeded by (seed, epoch).
+        own_steps = hasattr(model, "train_batch")
+        fibers = torch.Generator().manual_seed(int(np.random.default_rng([spec["seed"], epoch]).integers(2**62)))
         for idx, feats in data.batches(batch_size, order, dev):
             with autocast:
-                loss = model.loss(flow(feats))
+                loss = model.train_batch(feats, setup, fibers) if own_steps else model.loss(flow(feats))
             if not torch.isfinite(loss):
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break
-            optimizer_step(model, setup, loss)
+            if not own_steps:
+                optimizer_step(model, setup, loss)
             total += loss.item() * len(idx)
             count += len(idx)
         if error:
@@ -183,6 +199,11 @@ def train(
         if done == stop_after_epoch and done < epochs:
             return {"status": "stopped", "epochs": done}
 
+    return _finish(spec, model, out_dir, history, error, dev)
+
+
+def _finish(spec, model, out_dir: Path, history, error, dev) -> dict[str, Any]:
+    """history.csv, the summary, and model.pt (weights unless the run failed)."""
     write_history(out_dir / "history.csv", history)
     summary = {
         "status": "failed" if error else "ok",

@@ -20,6 +20,8 @@ _MODULES = {
     "fastflow": "uadflows.methods.fastflow",
     "msflow": "uadflows.methods.msflow",
     "uflow": "uadflows.methods.uflow",
+    "knn": "uadflows.methods.knn",
+    "cflow": "uadflows.methods.cflow",
 }
 
 
