@@ -45,6 +45,9 @@ def score(
             for k, v in out.items():
                 maps.setdefault(k, []).append(v.float().cpu().numpy())
     arrays = {k: np.concatenate(v) for k, v in maps.items()}
+    if hasattr(model, "finalize_maps"):  # maps normalised over the whole test set (CFlow, issue 17)
+        done = model.finalize_maps({k: torch.from_numpy(v) for k, v in arrays.items()}, size)
+        arrays = {k: v.cpu().numpy() for k, v in done.items()}
     if "map" not in arrays or "score" not in arrays:
         raise RuntimeError(f"method {ck['spec']['method']} returned {sorted(arrays)}, needs map and score")
     samples = data.samples()
