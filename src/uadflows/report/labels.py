@@ -10,6 +10,7 @@ METHOD_NAMES = {
     "uflow": "U-Flow",
     "cflow": "CFlow",
     "csflow": "CS-Flow",
+    "knn": "kNN",
 }
 BACKBONE_NAMES = {
     "resnet18": "R18",
