@@ -21,14 +21,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+COLUMNS = ("category", "model", "epochs", "train_seconds", "score_seconds", "flow_params",
+           "image_auroc", "pixel_auroc", "au_pro")
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table of result rows (AUROC and AU-PRO in percent)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
-    ap.add_argument("--models", nargs="+", required=True, help="model names of the config")
+    ap.add_argument("--models", nargs="+", help="model names of the config")
+    ap.add_argument("--render", nargs="+", metavar="JSON", help="print the markdown table of these outputs, run nothing")
     ap.add_argument("--categories", nargs="+", default=None, help="default: the demo's all")
     ap.add_argument("--work", default="results/benchmarks/demo_methods")
-    ap.add_argument("--json", required=True)
+    ap.add_argument("--json")
     args = ap.parse_args(argv)
+    if args.render:
+        print(table([row for f in args.render for row in json.loads(Path(f).read_text())["rows"]]))
+        return 0
+    if not args.models or not args.json:
+        ap.error("--models and --json are needed to run (or --render to print a table)")
 
     from uadflows.config import load_plan, read_config, validate_schema
     from uadflows.data import index_category, write_index
@@ -68,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                    **{k: round(100 * m[k], 2) for k in ("image_auroc", "pixel_auroc", "au_pro")}}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"config": args.config, "rows": rows}, indent=1))
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # after every run: partial results survive
+            Path(args.json).write_text(json.dumps({"config": args.config, "rows": rows}, indent=1))
     return 0
 
 
