@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 2**24) -> torch.Tensor:
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 2**20) -> torch.Tensor:
     """(Q, C) queries, (M, C) bank -> (Q,) Euclidean distance of each query to its nearest
     bank row, in float32, computed block by block (at most ``chunk`` distances at once)."""
     if bank.shape[0] == 0:
@@ -14,20 +14,18 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 2*
     if queries.shape[1] != bank.shape[1]:
         raise ValueError(f"knn: queries have {queries.shape[1]} channels, the memory bank {bank.shape[1]}")
     queries = queries.float()
-    rows = max(1, chunk // bank.shape[0])
-    cols = max(1, chunk // min(rows, queries.shape[0]))
-    best = torch.empty(queries.shape[0], device=queries.device)
-    for q0 in range(0, queries.shape[0], rows):
-        q = queries[q0 : q0 + rows]
-        q_sq = q.pow(2).sum(dim=1, keepdim=True)
-        nearest = torch.full((q.shape[0],), float("inf"), device=queries.device)
-        for b0 in range(0, bank.shape[0], cols):
-            b = bank[b0 : b0 + cols].float()
-            # |q - b|^2 = |q|^2 - 2 q.b + |b|^2, one matrix product per block
-            sq = (q_sq - 2.0 * q @ b.T + b.pow(2).sum(dim=1)).amin(dim=1)
-            nearest = torch.minimum(nearest, sq)
-        best[q0 : q0 + rows] = nearest.clamp_min(0.0).sqrt()
-    return best
+    rows = min(queries.shape[0], 4096)
+    cols = max(1, chunk // rows)
+    # |q - b|^2 = |q|^2 + (|b|^2 - 2 q.b): |q|^2 is constant along a row, so it is added
+    # after the minimum; the bracket is one addmm per block.
+    nearest = torch.full((queries.shape[0],), float("inf"), device=queries.device)
+    for b0 in range(0, bank.shape[0], cols):
+        b = bank[b0 : b0 + cols].float()
+        b_sq = b.pow(2).sum(dim=1)
+        for q0 in range(0, queries.shape[0], rows):
+            part = torch.addmm(b_sq, queries[q0 : q0 + rows], b.T, alpha=-2.0).amin(dim=1)
+            nearest[q0 : q0 + rows] = torch.minimum(nearest[q0 : q0 + rows], part)
+    return (nearest + queries.pow(2).sum(dim=1)).clamp_min(0.0).sqrt()
 
 
 def knn_anomaly_maps(distances: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:

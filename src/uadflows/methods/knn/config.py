@@ -16,14 +16,14 @@ class KnnConfig:
         random (seeded by the run's seed) when the training set has more; None keeps all
         (exact nearest neighbours). PatchCore picks its subset by greedy coreset instead.
     chunk: entries of one block of the distance matrix (queries x bank) computed at once;
-        bounds the memory of the search, not its result.
+        bounds the memory of the search (4 MiB blocks stay in cache), not its result.
     image_size: input side in pixels when the factory builds the extractor itself.
     """
 
     batch_size: int = 32
     epochs: int = 1
     bank_size: int | None = None
-    chunk: int = 2**24
+    chunk: int = 2**20
     image_size: int | tuple[int, int] = 256
 
     def __post_init__(self) -> None:
