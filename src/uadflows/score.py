@@ -46,6 +46,9 @@ def score(
             for k, v in out.items():
                 maps.setdefault(k, []).append(v.float().cpu().numpy())
     arrays = {k: np.concatenate(v) for k, v in maps.items()}
+    # Set-level normalisation (CFlow's map); the base class returns the maps unchanged.
+    done = model.finalize_maps({k: torch.from_numpy(v) for k, v in arrays.items()}, size)
+    arrays = {k: v.float().cpu().numpy() for k, v in done.items()}
     if "map" not in arrays or "score" not in arrays:
         raise RuntimeError(f"method {spec.method} returned {sorted(arrays)}, needs map and score")
     samples = data.samples()

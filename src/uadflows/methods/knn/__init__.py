@@ -1,0 +1,20 @@
+"""The kNN floor in the registry: ``create("knn", backbone="wide_resnet50_2")``.
+
+Files: ``config`` (typed recipe, torch-free), ``anomaly_map`` (nearest distances, the map
+and image score), ``model`` (KnnFloor). See docs/methods/knn.md.
+"""
+
+from __future__ import annotations
+
+from uadflows.methods.knn.config import KnnConfig
+from uadflows.methods.knn.model import KnnFloor
+
+
+def create_knn(backbone="wide_resnet50_2", **kwargs) -> KnnFloor:
+    """``methods.create("knn", ...)``, kept for callers that import the factory."""
+    from uadflows.methods import create
+
+    return create("knn", backbone=backbone, **kwargs)
+
+
+__all__ = ["KnnConfig", "KnnFloor", "create_knn"]
