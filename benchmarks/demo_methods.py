@@ -47,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.models or not args.json:
         ap.error("--models and --json are needed to run (or --render to print a table)")
 
-    from uadflows.config import load_plan, read_config, validate_schema
+    from uadflows.config import load_plan, read_config
     from uadflows.data import index_category, write_index
     from uadflows.data.demo import CATEGORIES, make_demo
     from uadflows.evaluate import evaluate
     from uadflows.features import extract
     from uadflows.score import score
-    from uadflows.train import run_name, train
+    from uadflows.train import train
 
-    raw = validate_schema(read_config(args.config))
+    raw = read_config(args.config)
     unknown = [m for m in args.models if m not in raw["models"]]
     if unknown:
         ap.error(f"{args.config}: no model(s) {unknown}; it has {sorted(raw['models'])}")
@@ -63,23 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     dataset = plan.datasets["demo"]
     work = Path(args.work)
     categories = args.categories or list(CATEGORIES)
-    root = make_demo(work / "data", categories, **dataset.demo)
+    root = make_demo(work / "data", categories, **dataset.demo.model_dump(exclude_none=True))
     rows = []
     for category in categories:
         index = work / "index" / f"{category}.csv"
         write_index(index_category("demo", root, category), index)
         for run in [r for r in plan.runs if r.category == category and r.model in args.models]:
             spec = plan.spec(run)
-            feats = work / "features" / category / spec["extractor"]
+            feats = work / "features" / category / spec.extractor
             if not (feats / "meta.json").is_file():
-                extract(index, feats, plan.extractor(run.model, category), device="cpu")
-            out = work / "runs" / run_name(spec)
+                extract(index, feats, plan.extractors[(run.dataset, category, spec.extractor)], device="cpu")
+            out = work / "runs" / spec.key
             summary = train(spec, feats, out, index_csv=index)
             t0 = time.perf_counter()
             score(out / "model.pt", feats, out / "scores.npz", device="cpu", index_csv=index)
             score_s = time.perf_counter() - t0
-            m = evaluate(out / "model.pt", out / "scores.npz", out / "metrics.json")["metrics"]
-            row = {"category": category, "model": run.model, "method": spec["method"],
+            spec.save(out / "spec.json")
+            m = evaluate(out / "spec.json", out / "summary.json", out / "scores.npz", out / "metrics.json")["metrics"]
+            row = {"category": category, "model": run.model, "method": spec.method,
                    "epochs": summary["epochs"], "train_seconds": round(summary["train_seconds"], 2),
                    "score_seconds": round(score_s, 2), "flow_params": summary["flow_params"],
                    **{k: round(100 * m[k], 2) for k in ("image_auroc", "pixel_auroc", "au_pro")}}
