@@ -95,7 +95,7 @@ def test_light_commands_never_import_torch_or_timm(tiny_sweep):
 def test_registry_names_recipes_and_labels_without_torch():
     code = ("from uadflows import methods\n"
             "from uadflows.methods.fastflow.config import FastFlowConfig\n"
-            "assert methods.available() == ['csflow', 'fastflow', 'msflow', 'uflow'], methods.available()\n"
+            "assert methods.available() == ['cflow', 'csflow', 'fastflow', 'knn', 'msflow', 'uflow'], methods.available()\n"
             "assert [methods.label(m) for m in methods.available()] == ['CS-Flow', 'FastFlow', 'MSFlow', 'U-Flow']\n"
             "assert methods.recipe('fastflow')['lr'] == FastFlowConfig().lr\n")
     assert heavy_modules("py", code) == []
@@ -109,7 +109,7 @@ def test_each_method_folder_registers_its_name_with_its_config_recipe_and_label(
     for name in methods.available():
         cls = methods.get(name)
         assert (cls.name, cls.config_class, cls.label) == (name, methods.recipe_class(name), methods.label(name))
-    with pytest.raises(KeyError, match="unknown method 'nope'; available: csflow, fastflow, msflow, uflow"):
+    with pytest.raises(KeyError, match="unknown method 'nope'; available: cflow, csflow, fastflow, knn, msflow, uflow"):
         methods.recipe("nope")
 
 

@@ -267,6 +267,9 @@ class Plan:
                                       "set it once (at the top level of the model)")
                 top[k] = params.pop(k)
         train = {k: top[k] if top[k] is not None else self.recipes[m.method][k] for k in TRAINER_KEYS}
+        if train["epochs"] != 1 and _one_pass(m.method):
+            raise ConfigError(f"config key '{where}.epochs': {m.method} is fitted in one pass over the "
+                              f"training features (no optimiser); epochs must be 1, got {train['epochs']}")
         size = over.image_size or m.image_size
         d = self.datasets[run.dataset]
         key = self._extractor(m.backbone, size, m.pretrained, m.weights_file)
@@ -284,6 +287,12 @@ class Plan:
         except ValidationError as e:
             err = e.errors()[0]
             raise ConfigError(f"config key '{where}.{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+
+
+def _one_pass(method: str) -> bool:
+    from uadflows import methods
+
+    return methods.get(method).fits_from_data
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

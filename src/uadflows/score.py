@@ -75,7 +75,11 @@ def _maps(model, data, size: tuple[int, int], batch_size: int, dev: torch.device
             seconds += time.perf_counter() - t0
             for k, v in out.items():
                 maps.setdefault(k, []).append(v.float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in maps.items()}, seconds
+    arrays = {k: torch.from_numpy(np.concatenate(v)) for k, v in maps.items()}
+    # Set-level normalisation (CFlow's map over the whole split); the base class returns the
+    # maps unchanged.
+    done = model.finalize_maps(arrays, size)
+    return {k: v.float().cpu().numpy() for k, v in done.items()}, seconds
 
 
 def _save_npz(path: str | Path, **arrays: np.ndarray) -> None:

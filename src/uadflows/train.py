@@ -112,6 +112,16 @@ def _load_state(path: Path, spec: JobSpec) -> dict[str, Any] | None:
     return state
 
 
+def fit_from_data(model, spec: JobSpec, data, batch_size: int, dev) -> dict[str, float]:
+    """A method without an optimiser (``fits_from_data``: kNN) sees the training cache once,
+    in batches of the job's batch size; random choices it makes (a bank subset) are seeded
+    by the run's seed. Returns its one history row (no loss, no learning rate)."""
+    t0 = time.perf_counter()
+    generator = torch.Generator().manual_seed(spec.seed)
+    model.fit((feats for _, feats in data.batches(batch_size, device=dev)), generator=generator)
+    return {"epoch": 1, "loss": float("nan"), "lr": 0.0, "seconds": time.perf_counter() - t0}
+
+
 def optimizer_step(model, setup, loss: torch.Tensor) -> None:
     """One step of the method's recipe: backward, optional clipping, optimiser, and the
     scheduler where it steps per batch."""
@@ -153,6 +163,10 @@ def train(
     opts = spec.train
     epochs, batch_size = opts.epochs, opts.batch_size
     data = load_split(features_dir, "train", index_csv=index_csv)
+    digest = index_digest(index_csv) if index_csv else open_cache(features_dir)["index_digest"]
+    if model.fits_from_data:  # no optimiser (kNN): one pass over the cache, no epochs
+        history = [fit_from_data(model, spec, data, batch_size, dev)]
+        return _finish(spec, model, out_dir, history, None, dev, started=started, digest=digest)
     steps = math.ceil(len(data) / batch_size)
     setup = model.train_setup(epochs, steps, lr=opts.lr)
     # Issue 22: test metrics every `eval_every` epochs (a labelled diagnostic), and the
@@ -187,15 +201,22 @@ def train(
         order = np.random.default_rng([spec.seed, epoch]).permutation(len(data))
         total, count = 0.0, 0
         health = EpochHealth()
+        # A method that steps inside its batches (``steps_in_batch``: CFlow's fibers) draws
+        # from a generator seeded by (seed, epoch) alone, so a resumed run ends the same.
+        draws = torch.Generator().manual_seed(int(np.random.default_rng([spec.seed, epoch]).integers(2**62)))
         for idx, feats in data.batches(batch_size, order, dev):
             with autocast:
-                out = flow(feats)
-                loss = model.loss(out)
+                if model.steps_in_batch:
+                    out, loss = None, model.train_batch(feats, setup, draws)
+                else:
+                    out = flow(feats)
+                    loss = model.loss(out)
             if not torch.isfinite(loss):
                 error = f"run {name} diverged: loss {loss.item()} at epoch {epoch + 1}"
                 break
-            optimizer_step(model, setup, loss)
-            health.add(out)
+            if out is not None:  # the method's own steps took care of the optimiser
+                optimizer_step(model, setup, loss)
+                health.add(out)
             total += loss.item() * len(idx)
             count += len(idx)
         if error:
@@ -230,6 +251,16 @@ def train(
         if done == stop_after_epoch and done < epochs:
             return {"status": "stopped", "epochs": done}
 
+    return _finish(spec, model, out_dir, history, error, dev, started=started, digest=digest,
+                   evaluated=evaluated, best_state=best_state)
+
+
+def _finish(spec: JobSpec, model, out_dir: Path, history: list[dict[str, float]], error: str | None, dev,
+            *, started: float, digest: str, evaluated: list | None = None,
+            best_state: dict | None = None) -> dict[str, Any]:
+    """history.csv, summary.json, and model.pt (weights unless the run failed; the best
+    checkpoint on the test set under the opt-in best-on-test protocol)."""
+    name = spec.key
     write_history(out_dir / "history.csv", history)
     if evaluated:
         diagnostic.plot(evaluated, out_dir / diagnostic.FIGURE_NAME, name)
@@ -247,7 +278,7 @@ def train(
         "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "started": started,
         "ended": time.time(),
-        "index_digest": index_digest(index_csv) if index_csv else open_cache(features_dir)["index_digest"],
+        "index_digest": digest,
         **provenance(),
         "health": verdict(history),
         "protocol": spec.protocol,

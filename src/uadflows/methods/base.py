@@ -10,7 +10,7 @@ tests that start from pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -59,6 +59,12 @@ class FlowMethod(nn.Module):
     # The map AU-PRO is computed on (a key of ``anomaly_maps``), where a paper uses another
     # map for PRO than for pixel AUROC.
     pro_map: str = "map"
+    # Extension points of the trainer and scorer (defaults: the plain loop):
+    # fits_from_data: no optimiser; ``train`` calls ``fit`` once over the training cache (kNN).
+    fits_from_data: bool = False
+    # steps_in_batch: ``train_batch`` takes the optimiser steps of an image batch itself
+    # (CFlow: one per fiber batch); the trainer only reads the loss it returns.
+    steps_in_batch: bool = False
 
     def __init__(self, backbone: Extractor):
         super().__init__()
@@ -106,6 +112,23 @@ class FlowMethod(nn.Module):
     def train_setup(self, epochs: int, steps_per_epoch: int, lr: float | None = None) -> TrainSetup:
         """Optimiser and schedule; ``lr`` None: the recipe's (the trainer passes the job's)."""
         raise NotImplementedError
+
+    # ---- extension points (see the class attributes above) ---------------------------
+    def fit(self, batches: Iterable[list[torch.Tensor]], generator: torch.Generator) -> None:
+        """``fits_from_data`` methods: one pass over the training features; random choices
+        drawn from ``generator`` (seeded by the run's seed)."""
+        raise NotImplementedError(f"{self.name}: fits_from_data is set but fit() is missing")
+
+    def train_batch(self, features: list[torch.Tensor], setup: TrainSetup, generator: torch.Generator) -> torch.Tensor:
+        """``steps_in_batch`` methods: the optimiser steps for one image batch (and the
+        scheduler where it steps per batch), random draws from ``generator`` (seeded by
+        (seed, epoch)); returns the batch's mean loss, detached."""
+        raise NotImplementedError(f"{self.name}: steps_in_batch is set but train_batch() is missing")
+
+    def finalize_maps(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The whole test set's ``anomaly_maps`` outputs, concatenated, before they are saved:
+        a method whose map is normalised over the set (CFlow) recomputes it here."""
+        return maps
 
     # ---- convenience for users ------------------------------------------------------
     @torch.inference_mode()

@@ -7,7 +7,6 @@ import re
 # Methods cited in published numbers but not in the registry; registered methods name
 # themselves (their class's ``label``).
 METHOD_NAMES = {
-    "cflow": "CFlow",
     "csflow": "CS-Flow",
 }
 BACKBONE_NAMES = {
