@@ -104,7 +104,7 @@ def _load_state(path: Path, spec: JobSpec) -> dict[str, Any] | None:
     except (CheckpointError, ValueError) as e:
         bad = path.with_suffix(".corrupt")
         os.replace(path, bad)
-        print(f"warning: {e}; moved to {bad.name}, training from scratch", flush=True)
+        print(f"warning: corrupted checkpoint: {e}; moved to {bad.name}, training from scratch", flush=True)
         return None
     if state.get("spec") != spec.to_json():
         print(f"warning: {path}: written for another job spec; training from scratch", flush=True)
