@@ -1,4 +1,4 @@
-"""The modes of a pre-flow LayerNorm (``norm`` of FastFlow, later U-Flow's CNN path), torch-free
+"""The modes of a pre-flow LayerNorm (``norm`` of FastFlow and of U-Flow's CNN path), torch-free
 so that the methods' config.py can check them; the module itself: methods/layernorm.py."""
 
 from __future__ import annotations

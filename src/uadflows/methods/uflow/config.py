@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from uadflows.methods.norm_modes import check_norm
+
 NFA_TAILS = ("chernoff", "exact", "chernoff_unclamped")
 
 
@@ -31,6 +33,9 @@ class UFlowConfig:
     layernorm: a trainable ``LayerNorm([C, H, W])`` per scale before the flow. None = as the
         official code: on CNN extractors (src/feature_extraction.py:48-53), not on MS-CaiT,
         whose transformer blocks end in their own norm (src/feature_extraction.py:128-138).
+    norm: that LayerNorm's mode (issue 22; methods/layernorm.py says why): "faithful" (the
+        official recipe, default), "bounded" (its affine weights counted in the log-det; not
+        the paper's) or "no-affine". The last two need a LayerNorm (not on MS-CaiT).
     flow_steps: AllInOneBlock steps per scale (4 in every official config).
     affine_clamp, subnet_hidden_ratio: AllInOneBlock clamp and subnet width (2.0 and 1.0).
     weight_decay, lr_end_factor: Adam weight decay, and LinearLR's final factor (1.0 -> 0.4).
@@ -46,6 +51,7 @@ class UFlowConfig:
     image_size: int | tuple[int, int] = 448
     n_scales: int | None = None
     layernorm: bool | None = None
+    norm: str = "faithful"
     flow_steps: int = 4
     affine_clamp: float = 2.0
     subnet_hidden_ratio: float = 1.0
@@ -69,6 +75,9 @@ class UFlowConfig:
             raise ValueError(f"uflow config: n_scales must be an integer >= 2 or null (all), got {self.n_scales!r}")
         if self.layernorm is not None and not isinstance(self.layernorm, bool):
             raise ValueError(f"uflow config: layernorm must be true, false or null (by backbone), got {self.layernorm!r}")
+        check_norm(self.norm, "uflow config")
+        if self.norm != "faithful" and self.layernorm is False:
+            raise ValueError(f"uflow config: norm {self.norm!r} needs a LayerNorm, but layernorm is false")
         for key in ("lr", "affine_clamp", "subnet_hidden_ratio"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

@@ -27,6 +27,7 @@ from torch import nn
 from uadflows.backbones.base import Extractor
 from uadflows.methods import register
 from uadflows.methods.base import FlowMethod, FlowOutput, TrainSetup
+from uadflows.methods.layernorm import PreFlowLayerNorm
 from uadflows.methods.uflow.config import LABEL, UFlowConfig, image_size_pair
 from uadflows.methods.uflow.nfa import log_nfa_map
 
@@ -156,7 +157,8 @@ class UFlow(FlowMethod):
     """U-Flow on a frozen extractor; ``self.config`` holds the recipe (a ``UFlowConfig``).
 
     ``norms``: the per-scale trainable ``LayerNorm([C, H, W])`` (mtailanian/uflow
-    src/feature_extraction.py:48-53, applied in its forward, :58-61), or None."""
+    src/feature_extraction.py:48-53, applied in its forward, :58-61), or None; a
+    ``PreFlowLayerNorm`` in ``config.norm``'s mode (its state-dict keys are LayerNorm's)."""
 
     label = LABEL
     config_class = UFlowConfig
@@ -182,7 +184,14 @@ class UFlow(FlowMethod):
         self.first_scale = n_outputs - n_scales
         shapes = [(c, h, w) for c, (h, w) in zip(spec.channels, spec.shapes)][self.first_scale :]
         layernorm = uses_layernorm(spec.name) if self.config.layernorm is None else self.config.layernorm
-        self.norms = nn.ModuleList(nn.LayerNorm(list(shape)) for shape in shapes) if layernorm else None
+        if not layernorm and self.config.norm != "faithful":
+            raise ValueError(
+                f"uflow: norm {self.config.norm!r} needs a LayerNorm, but extractor {spec.name!r} gets none "
+                "(layernorm: null means none on transformer features such as MS-CaiT)"
+            )
+        self.norms = (
+            nn.ModuleList(PreFlowLayerNorm(shape, self.config.norm) for shape in shapes) if layernorm else None
+        )
         try:
             self.flow = UShapedFlow(
                 shapes,
@@ -213,11 +222,24 @@ class UFlow(FlowMethod):
 
     def forward(self, features: list[torch.Tensor], with_log_jac: bool = True) -> FlowOutput:
         z, log_jac = self.flow(self._select(features))
-        return FlowOutput(z=z, log_jac=log_jac if with_log_jac else None)
+        if not with_log_jac:
+            return FlowOutput(z=z, log_jac=None)
+        if self.norms is not None:  # ``bounded``: scale s's sum log|w| joins that scale's log-det
+            norm_log_dets = [norm.log_det() for norm in self.norms]
+            log_jac = [lj if nld is None else lj + nld for lj, nld in zip(log_jac, norm_log_dets)]
+        return FlowOutput(z=z, log_jac=log_jac)
+
+    def norm_scales(self) -> list[float] | None:
+        """Mean affine weight of each scale's pre-flow LayerNorm (training health); None
+        without one or without affine."""
+        if self.norms is None or self.config.norm == "no-affine":
+            return None
+        return [n.scale() for n in self.norms]
 
     def loss(self, out: FlowOutput) -> torch.Tensor:
         """Mean over the batch of sum_s (0.5 ||z_s||^2 - log_jac_s): the official
-        normalisation (a sum over every latent dimension, not a per-dimension mean)."""
+        normalisation (a sum over every latent dimension, not a per-dimension mean). With
+        ``norm: bounded`` log_jac_s includes scale s's LayerNorm sum log|w|."""
         if out.log_jac is None:
             raise ValueError("uflow.loss needs log-determinants: call forward(..., with_log_jac=True)")
         per_sample = sum(0.5 * zs.pow(2).flatten(1).sum(1) - lj for zs, lj in zip(out.z, out.log_jac))
