@@ -290,9 +290,10 @@ class Plan:
 
 
 def _one_pass(method: str) -> bool:
+    """The recipe says so (torch-free: planning never imports a model)."""
     from uadflows import methods
 
-    return methods.get(method).fits_from_data
+    return bool(getattr(methods.recipe_class(method), "fits_from_data", False))
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

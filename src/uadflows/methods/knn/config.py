@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 
 @dataclass
@@ -20,6 +21,9 @@ class KnnConfig:
         bounds the memory of the search (4 MiB blocks stay in cache), not its result.
     image_size: input side in pixels when the factory builds the extractor itself.
     """
+
+    # One pass over the cache instead of an optimiser loop (read by the planner, torch-free).
+    fits_from_data: ClassVar[bool] = True
 
     batch_size: int = 32
     epochs: int = 1

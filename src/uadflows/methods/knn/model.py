@@ -30,7 +30,7 @@ class KnnFloor(FlowMethod):
     config_class = KnnConfig
     default_backbone = "wide_resnet50_2"
     default_image_size = 256  # the recipe's (KnnConfig.image_size)
-    fits_from_data = True  # the trainer calls ``fit`` once instead of an optimiser loop
+    fits_from_data = KnnConfig.fits_from_data  # the trainer calls ``fit`` once, no optimiser loop
 
     def __init__(self, backbone: Extractor, config: KnnConfig | None = None):
         super().__init__(backbone)
