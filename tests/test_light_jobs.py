@@ -96,7 +96,7 @@ def test_registry_names_recipes_and_labels_without_torch():
     code = ("from uadflows import methods\n"
             "from uadflows.methods.fastflow.config import FastFlowConfig\n"
             "assert methods.available() == ['cflow', 'csflow', 'fastflow', 'knn', 'msflow', 'uflow'], methods.available()\n"
-            "assert [methods.label(m) for m in methods.available()] == ['CS-Flow', 'FastFlow', 'MSFlow', 'U-Flow']\n"
+            "assert [methods.label(m) for m in methods.available()] == ['CFlow', 'CS-Flow', 'FastFlow', 'kNN', 'MSFlow', 'U-Flow']\n"
             "assert methods.recipe('fastflow')['lr'] == FastFlowConfig().lr\n")
     assert heavy_modules("py", code) == []
     # the probe sees torch when a model is built: the assertion above can fail
