@@ -220,10 +220,10 @@ def test_a_trained_detector_detects(tiny_category, tmp_path, method):
     assert m["metrics"]["pixel_auroc"] > 0.8, m["metrics"]
     with np.load(tmp_path / "scores.npz") as z:
         maps, labels, scores = z["maps"], z["labels"].astype(int), z["image_scores"]
-        masks = _masks(z["masks"], z["images"])
+        masks, shapes = _masks(z["masks"], z["images"])  # a good image's mask is None (its size kept)
 
     def pixel_auroc(maps, masks):
-        return metrics_evaluate(labels, scores, list(maps), masks)["pixel_auroc"]
+        return metrics_evaluate(labels, scores, list(maps), masks, mask_shapes=shapes)["pixel_auroc"]
 
     assert abs(pixel_auroc(maps, masks) - m["metrics"]["pixel_auroc"]) < 1e-9
     assert pixel_auroc(-maps, masks) < 0.8  # sign flip
