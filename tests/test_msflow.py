@@ -282,7 +282,7 @@ def test_maps_and_score_follow_the_official_post_processing_on_fixed_latents():
     max, exp, anomaly = max - it; score = mean of the top int(H W 0.03) "mul" pixels)."""
     from scipy.ndimage import map_coordinates
 
-    from uadflows.methods.msflow.postprocess import msflow_anomaly_maps
+    from uadflows.methods.msflow.anomaly_map import msflow_anomaly_maps
 
     gen = torch.Generator().manual_seed(3)
     z = [torch.randn(2, 4, 8, 8, generator=gen) * 1.5, torch.randn(2, 6, 4, 4, generator=gen)]
