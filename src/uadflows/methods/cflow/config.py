@@ -7,7 +7,9 @@ layers, coupling blocks, input size, batch size, lr, meta/sub-epochs), main.py:4
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from uadflows.methods.keywords import from_keywords
 
 
 @dataclass
@@ -66,11 +68,7 @@ class CFlowConfig:
     @classmethod
     def from_kwargs(cls, **kwargs) -> "CFlowConfig":
         """Build from keyword parameters, naming any key CFlow does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"cflow: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**kwargs)
+        return from_keywords(cls, "cflow", kwargs)
 
 
 # What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.

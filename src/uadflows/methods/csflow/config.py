@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from uadflows.methods.keywords import from_keywords
 
 
 @dataclass
@@ -69,11 +71,7 @@ class CSFlowConfig:
     @classmethod
     def from_kwargs(cls, **kwargs) -> "CSFlowConfig":
         """Build from keyword parameters, naming any key CS-Flow does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"csflow: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**kwargs)
+        return from_keywords(cls, "csflow", kwargs)
 
 
 # What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.

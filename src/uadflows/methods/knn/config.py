@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
+
+from uadflows.methods.keywords import from_keywords
 
 
 @dataclass
@@ -48,11 +50,7 @@ class KnnConfig:
     @classmethod
     def from_kwargs(cls, **kwargs) -> "KnnConfig":
         """Build from keyword parameters, naming any key kNN does not know (e.g. lr)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(f"knn: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**kwargs)
+        return from_keywords(cls, "knn", kwargs)
 
 
 # What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.

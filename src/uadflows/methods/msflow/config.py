@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from uadflows.methods.keywords import from_keywords
 
 
 @dataclass
@@ -74,13 +76,7 @@ class MSFlowConfig:
     @classmethod
     def from_kwargs(cls, **kwargs) -> "MSFlowConfig":
         """Build from keyword parameters, naming any key MSFlow does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise TypeError(
-                f"msflow: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**kwargs)
+        return from_keywords(cls, "msflow", kwargs)
 
 
 # What the registry reads without importing the model (and torch): uadflows.methods.recipe/label.
