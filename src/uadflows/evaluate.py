@@ -109,8 +109,10 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     st = spec.statistics.model_dump()
     records = S.records_from_maps(labels, scores, maps, None, pro_limit=ev["pro_limit"],
                                   images=d["images"], mask_paths=d["masks"], defects=_defects(d))
+    # masks at the maps' size, once: the records' binning and the plotted PRO curve use them
+    small_masks = None if masks is None else M.to_map_resolution(maps, masks)
     recorder = None if masks is None else S.PixelRecorder(
-        len(labels), S.bin_edges(maps, M.to_map_resolution(maps, masks), st["bins"], ev["pro_limit"]))
+        len(labels), S.bin_edges(maps, small_masks, st["bins"], ev["pro_limit"]))
     ious = np.full(len(labels), np.nan)
     metrics = M.evaluate(labels, scores, maps, masks, resolution=ev["resolution"],
                          pro_limit=ev["pro_limit"], segmentations=segmentations,
@@ -154,7 +156,7 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     curves = {"roc": [a.tolist() for a in M.roc_points(labels, scores, max_points=500)]}
     if masks is not None:
         # the plotted curve only: at map resolution, which is cheap (the metric is exact above)
-        fpr, pro = M.pro_curve(maps, M.to_map_resolution(maps, masks), limit=ev["pro_limit"])
+        fpr, pro = M.pro_curve(maps, small_masks, limit=ev["pro_limit"])
         curves["pro"] = [np.asarray(fpr).tolist()[:2000], np.asarray(pro).tolist()[:2000]]
     n = len(labels)
     result.update(
