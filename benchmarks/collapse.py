@@ -1,5 +1,5 @@
-"""FastFlow's unbounded objective on a real category (issue 22): faithful vs bounded vs
-no-affine pre-flow LayerNorm (src/uadflows/methods/layernorm.py), trained with the
+"""FastFlow's (and U-Flow's CNN path's) unbounded objective on a real category (issue 22):
+faithful vs bounded vs no-affine pre-flow LayerNorm (src/uadflows/methods/layernorm.py), trained with the
 project's trainer, the training health recorded per epoch (health.py) and the test metrics
 every K epochs (the labelled diagnostic of diagnostic.py: evaluated on the test set, not a
 protocol; the table's "last epoch" column is the honest protocol's number).
@@ -8,8 +8,10 @@ protocol; the table's "last epoch" column is the honest protocol's number).
     PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --render docs/methods/fastflow_collapse.json
 
 Each variant trains in its own process (OMP_NUM_THREADS=1), ``--parallel`` at a time.
-``--render`` draws docs/methods/fastflow_collapse.png (loss, LayerNorm scales, AUROC per
-checkpoint) and writes the table between the markers in docs/methods/fastflow.md.
+``--render`` draws docs/methods/<method>_collapse.png (loss, LayerNorm scales, AUROC per
+checkpoint) and writes the table between the markers in docs/methods/<method>.md.
+``--method uflow``: the same for U-Flow (lr: the method's recipe unless ``--lr``).
+``--quick``: a smoke run on a tiny demo category (tests/test_benchmarks.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,46 +30,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 NORMS = ("faithful", "bounded", "no-affine")
-DOC = ROOT / "docs/methods/fastflow.md"
-FIGURE = ROOT / "docs/methods/fastflow_collapse.png"
+METHODS = ("fastflow", "uflow")  # the methods with a pre-flow LayerNorm (its ``norm`` param)
+DEFAULT_OUT = str(ROOT / "results/collapse")
+SETTINGS = ("method", "category", "epochs", "batch_size", "lr", "eval_every", "image_size", "seed")
 BEGIN, END = "<!-- collapse-table:begin -->", "<!-- collapse-table:end -->"
 
 
 def spec_for(norm: str, a) -> dict:
     return {
-        "sweep": "collapse", "dataset": "mpdd", "format": "folder", "category": a.category,
-        "model": f"fastflow-{norm}", "method": "fastflow", "backbone": "tf_efficientnet_lite0",
+        "sweep": "collapse", "dataset": a.format, "format": a.format, "category": a.category,
+        "model": f"{a.method}-{norm}", "method": a.method, "backbone": "tf_efficientnet_lite0",
         "seed": a.seed, "image_size": [a.image_size, a.image_size], "pretrained": True,
         "weights_file": None, "extractor": "lite0", "params": {"norm": norm},
-        "train": {"epochs": a.epochs, "batch_size": a.batch_size, "lr": None,
+        "train": {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
                   "checkpoint_every": 1, "eval_every": a.eval_every},
-        "evaluation": {"resolution": "map", "pro_limit": 0.3},
+        "evaluation": {"resolution": "model", "pro_limit": 0.3},
         "device": "cpu", "protocol": "last-epoch",
     }
 
 
 def prepare(a) -> tuple[Path, Path]:
-    """The category's index and its lite0 feature cache under ``--out``."""
+    """The category's index and its lite0 feature cache under ``--out`` (``--quick``: a tiny
+    demo category made there first)."""
     from uadflows.data import index_category, write_index
-    from uadflows.features import ensure_cache
+    from uadflows.data.demo import make_demo
+    from uadflows.features import extract
 
     out = Path(a.out)
+    if a.quick:
+        make_demo(out / "data", (a.category,), seed=0, image_size=a.image_size, n_train=8,
+                  n_test_good=4, n_test_defect=4)
     index = out / "index.csv"
     if not index.is_file():
-        write_index(index_category("folder", a.data, a.category), index)
+        write_index(index_category(a.format, a.data, a.category), index)
     features = out / "features"
-    ensure_cache(features, index, {"name": "tf_efficientnet_lite0", "image_size": a.image_size,
-                                   "pretrained": True}, device="cpu")
+    if not (features / "meta.json").is_file():  # the train stage checks it against the index
+        extract(index, features, {"name": "tf_efficientnet_lite0", "image_size": a.image_size,
+                                  "pretrained": True}, device="cpu")
     return index, features
 
 
 def train_one(norm: str, a, index: Path, features: Path) -> float:
     """Train one variant in a subprocess (its own single thread); returns wall seconds."""
-    run = Path(a.out) / norm
+    run = Path(a.out) / f"{a.method}-{norm}"
     run.mkdir(parents=True, exist_ok=True)
     spec = json.dumps(spec_for(norm, a))
-    code = ("import json, sys; from uadflows.train import train; "
-            "print(json.dumps(train(json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], index_csv=sys.argv[4])))")
+    code = ("import json, sys; from uadflows.spec import JobSpec; from uadflows.train import train; "
+            "spec = JobSpec.parse(json.loads(sys.argv[1]), 'collapse.py'); "
+            "print(json.dumps(train(spec, sys.argv[2], sys.argv[3], index_csv=sys.argv[4]), default=str))")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT / "src")}
     t0 = time.time()
@@ -92,9 +103,9 @@ def collect(a, walls: dict[str, float]) -> dict:
 
     runs = {}
     for norm in a.norms:
-        run = Path(a.out) / norm
-        if (run / "model.pt").is_file():
-            summary = torch.load(run / "model.pt", map_location="cpu", weights_only=True)["summary"]
+        run = Path(a.out) / f"{a.method}-{norm}"
+        if (run / "summary.json").is_file():
+            summary = json.loads((run / "summary.json").read_text())
             history = read_csv(run / "history.csv")
         else:
             state = torch.load(run / "train_state.pt", map_location="cpu", weights_only=True)
@@ -103,9 +114,10 @@ def collect(a, walls: dict[str, float]) -> dict:
                        "health": verdict(history), "train_seconds": sum(h["seconds"] for h in history)}
         runs[norm] = {"history": history,
                       "diagnostic_on_test": read_csv(run / "diagnostic_on_test.csv"),
-                      "health": verdict(history),  # today's rules, whatever code trained it "status": summary["status"],
+                      "health": verdict(history),  # today's rules, whatever code trained it
+                      "status": summary["status"],
                       "train_seconds": summary["train_seconds"], "wall_seconds": walls.get(norm)}
-    return {"category": a.category, "epochs": a.epochs, "batch_size": a.batch_size,
+    return {"method": a.method, "category": a.category, "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
             "eval_every": a.eval_every, "image_size": a.image_size, "seed": a.seed,
             "machine": machine(), "runs": runs}
 
@@ -133,6 +145,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from uadflows.methods import label
+
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     colors = dict(zip(NORMS, ("tab:red", "tab:blue", "tab:green")))
     for norm, r in result["runs"].items():
@@ -152,21 +166,39 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle(f"FastFlow, lite0 @ {result['image_size']} px, MPDD {result['category']}, "
+    fig.suptitle(f"{label(result['method'])}, lite0 @ {result['image_size']} px, MPDD {result['category']}, "
                  f"batch {result['batch_size']}, seed {result['seed']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def merge(result: dict, path: Path) -> dict:
+    """``result``'s runs added to (or replacing) those of the --json file at ``path``, which
+    must have been measured with the same settings."""
+    old = json.loads(path.read_text())
+    old.setdefault("method", "fastflow")  # files before --method
+    old.setdefault("lr", next(iter(old["runs"].values()))["history"][0]["lr"])  # files before --lr
+    for key in SETTINGS:
+        if old.get(key) != result[key]:
+            raise SystemExit(f"{path}: {key} is {old.get(key)!r}, these runs' is {result[key]!r}; "
+                             "not merged (rerun with the same settings)")
+    machines = old.pop("machines", None) or {n: old["machine"] for n in old["runs"]}
+    old.pop("machine", None)  # one machine per run now
+    machines.update({n: result["machine"] for n in result["runs"]})
+    runs = {**old["runs"], **result["runs"]}
+    return {**old, "machines": machines, "runs": {n: runs[n] for n in NORMS if n in runs}}
+
+
 def render(result: dict) -> None:
-    plot(result, FIGURE)
-    text = DOC.read_text()
+    doc = ROOT / f"docs/methods/{result['method']}.md"
+    plot(result, doc.with_name(f"{result['method']}_collapse.png"))
+    text = doc.read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC}: markers {BEGIN} / {END} missing")
+        raise SystemExit(f"{doc}: markers {BEGIN} / {END} missing")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{BEGIN}\n{table(result)}\n{END}{tail}")
+    doc.write_text(f"{head}{BEGIN}\n{table(result)}\n{END}{tail}")
     print(table(result))
 
 
@@ -174,10 +206,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent.parent / "shared/data"))
     p.add_argument("--category", default="mpdd_metal_plate")
-    p.add_argument("--out", default=str(ROOT / "results/collapse"))
+    p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--method", default="fastflow", choices=METHODS)
+    p.add_argument("--lr", type=float, help="Adam's learning rate (default: the method's recipe)")
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--norms", nargs="+", default=list(NORMS), choices=NORMS)
@@ -185,22 +219,39 @@ def main() -> None:
     p.add_argument("--json", help="write the raw numbers here")
     p.add_argument("--render", metavar="JSON", help="only draw the figure and the table from a --json file")
     p.add_argument("--collect", action="store_true", help="only read the runs under --out (finished or not) into --json")
+    p.add_argument("--merge", action="store_true",
+                   help="add the runs to those already in --json (same settings required) instead of overwriting it")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: a tiny demo category at 64 px, 2 epochs, batch 4, all norms, in --out "
+                        "(default: a temporary folder); figure beside the JSON, docs untouched")
     a = p.parse_args()
     if a.render:
-        render(json.loads(Path(a.render).read_text()))
+        result = json.loads(Path(a.render).read_text())
+        render({"method": "fastflow", **result})  # files before --method were FastFlow's
         return
+    if a.lr is None:
+        from uadflows.methods import recipe
+
+        a.lr = recipe(a.method)["lr"]
+    a.format = "folder"
+    if a.quick:
+        a.format, a.category, a.epochs, a.batch_size, a.image_size, a.eval_every = "demo", "brick", 2, 4, 64, 1
+        a.out = a.out if a.out != DEFAULT_OUT else tempfile.mkdtemp(prefix="collapse_quick_")
+        a.data, a.parallel = str(Path(a.out) / "data"), 1
     if a.collect:
         result = collect(a, {})
-        if a.json:
-            Path(a.json).write_text(json.dumps(result, indent=1))
-        print(table(result))
-        return
-    index, features = prepare(a)
-    with ThreadPoolExecutor(a.parallel) as pool:
-        walls = dict(zip(a.norms, pool.map(lambda n: train_one(n, a, index, features), a.norms)))
-    result = collect(a, walls)
+    else:
+        index, features = prepare(a)
+        with ThreadPoolExecutor(a.parallel) as pool:
+            walls = dict(zip(a.norms, pool.map(lambda n: train_one(n, a, index, features), a.norms)))
+        result = collect(a, walls)
     if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=1))
+        path = Path(a.json)
+        if a.merge and path.is_file():
+            result = merge(result, path)
+        path.write_text(json.dumps(result, indent=1))
+        if a.quick:
+            plot(result, path.with_suffix(".png"))
     print(table(result))
 
 
