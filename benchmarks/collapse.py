@@ -38,7 +38,7 @@ BEGIN, END = "<!-- collapse-table:begin -->", "<!-- collapse-table:end -->"
 
 def spec_for(norm: str, a) -> dict:
     return {
-        "sweep": "collapse", "dataset": a.format, "format": a.format, "category": a.category,
+        "sweep": "collapse", "dataset": a.dataset, "format": a.format, "category": a.category,
         "model": f"{a.method}-{norm}", "method": a.method, "backbone": "tf_efficientnet_lite0",
         "seed": a.seed, "image_size": [a.image_size, a.image_size], "pretrained": True,
         "weights_file": None, "extractor": "lite0", "params": {"norm": norm},
@@ -70,20 +70,30 @@ def prepare(a) -> tuple[Path, Path]:
     return index, features
 
 
+def run_job(spec: str, features: str, run: str, index: str) -> None:
+    """The project's trainer on one variant (a JSON job spec); prints the training summary."""
+    from uadflows.spec import JobSpec
+    from uadflows.train import train
+
+    summary = train(JobSpec.parse(json.loads(spec), "collapse.py"), features, run, index_csv=index)
+    print(json.dumps(summary, default=str))
+
+
 def train_one(norm: str, a, index: Path, features: Path) -> float:
-    """Train one variant in a subprocess (its own single thread); returns wall seconds."""
+    """Train one variant in a subprocess (its own single thread; ``--quick``: in this
+    process); returns wall seconds."""
     run = Path(a.out) / f"{a.method}-{norm}"
     run.mkdir(parents=True, exist_ok=True)
-    spec = json.dumps(spec_for(norm, a))
-    code = ("import json, sys; from uadflows.spec import JobSpec; from uadflows.train import train; "
-            "spec = JobSpec.parse(json.loads(sys.argv[1]), 'collapse.py'); "
-            "print(json.dumps(train(spec, sys.argv[2], sys.argv[3], index_csv=sys.argv[4]), default=str))")
+    args = [json.dumps(spec_for(norm, a)), str(features), str(run), str(index)]
+    t0 = time.time()
+    if a.quick:
+        run_job(*args)
+        return time.time() - t0
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); from collapse import run_job; run_job(*sys.argv[1:])"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT / "src")}
-    t0 = time.time()
     with open(run / "train.log", "a") as log:
-        subprocess.run([sys.executable, "-c", code, spec, str(features), str(run), str(index)],
-                       env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run([sys.executable, "-c", code, *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     return time.time() - t0
 
 
@@ -202,9 +212,10 @@ def render(result: dict) -> None:
     print(table(result))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent.parent / "shared/data"))
+    p.add_argument("--dataset", default="mpdd", help="the dataset's name in the runs' job specs")
     p.add_argument("--category", default="mpdd_metal_plate")
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--epochs", type=int, default=100)
@@ -224,7 +235,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke run: a tiny demo category at 64 px, 2 epochs, batch 4, all norms, in --out "
                         "(default: a temporary folder); figure beside the JSON, docs untouched")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.render:
         result = json.loads(Path(a.render).read_text())
         render({"method": "fastflow", **result})  # files before --method were FastFlow's
@@ -235,7 +246,7 @@ def main() -> None:
         a.lr = recipe(a.method)["lr"]
     a.format = "folder"
     if a.quick:
-        a.format, a.category, a.epochs, a.batch_size, a.image_size, a.eval_every = "demo", "brick", 2, 4, 64, 1
+        a.dataset, a.format, a.category, a.epochs, a.batch_size, a.image_size, a.eval_every = "demo", "demo", "brick", 2, 4, 64, 1
         a.out = a.out if a.out != DEFAULT_OUT else tempfile.mkdtemp(prefix="collapse_quick_")
         a.data, a.parallel = str(Path(a.out) / "data"), 1
     if a.collect:
