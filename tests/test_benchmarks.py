@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,42 @@ def test_quick_run_prints_its_tables(script, args, expected, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert expected in proc.stdout and "\nmachine: {" in proc.stdout, proc.stdout
     assert json_out.stat().st_size > 0
+
+
+
+@pytest.fixture()
+def collapse():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import collapse
+
+        yield collapse
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_collapse_quick_trains_every_norm_and_merges_only_like_with_like(collapse, tmp_path, capsys):
+    """benchmarks/collapse.py --quick (in this process: the real runs' trainer call without a
+    subprocess per variant): the three LayerNorm modes, the table, the figure; --merge keeps
+    the runs of the file and refuses one measured with other settings."""
+    out, json_out = tmp_path / "runs", tmp_path / "collapse.json"
+    collapse.main(["--quick", "--out", str(out), "--json", str(json_out)])
+    printed = capsys.readouterr().out
+    result = json.loads(json_out.read_text())
+    assert list(result["runs"]) == ["faithful", "bounded", "no-affine"] and result["method"] == "fastflow"
+    for norm, run in result["runs"].items():
+        assert run["status"] == "ok" and len(run["history"]) == 2, norm
+        assert [row["epoch"] for row in run["diagnostic_on_test"]] == [1.0, 2.0]
+        assert ("ln_scale0" in run["history"][-1]) == (norm != "no-affine")
+        assert f"\n| {norm} | 2 of 2 |" in printed
+    assert json_out.with_suffix(".png").stat().st_size > 0
+    # no-affine read back from its run folder and merged: the other runs stay, in NORMS order
+    json_out.write_text(json.dumps({**result, "runs": {n: result["runs"][n] for n in ("faithful", "bounded")}}))
+    again = ["--quick", "--out", str(out), "--collect", "--norms", "no-affine", "--merge", "--json", str(json_out)]
+    collapse.main(again)
+    merged = json.loads(json_out.read_text())
+    assert list(merged["runs"]) == list(merged["machines"]) == ["faithful", "bounded", "no-affine"]
+    assert merged["runs"]["no-affine"]["history"] == result["runs"]["no-affine"]["history"]
+    json_out.write_text(json.dumps({**merged, "epochs": 3}))
+    with pytest.raises(SystemExit, match=f"{json_out}: epochs is 3, these runs' is 2; not merged"):
+        collapse.main(again)
