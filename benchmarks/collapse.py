@@ -6,6 +6,7 @@ protocol; the table's "last epoch" column is the honest protocol's number).
 
     PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --epochs 100 --json docs/methods/fastflow_collapse.json
     PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --render docs/methods/fastflow_collapse.json
+    PYTHONPATH=src .venv/bin/python benchmarks/collapse.py --quick      # smoke run, a few seconds
 
 Each variant trains in its own process (OMP_NUM_THREADS=1), ``--parallel`` at a time.
 ``--render`` draws docs/methods/<method>_collapse.png (loss, LayerNorm scales, AUROC per
@@ -89,7 +90,8 @@ def train_one(norm: str, a, index: Path, features: Path) -> float:
     if a.quick:
         run_job(*args)
         return time.time() - t0
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); from collapse import run_job; run_job(*sys.argv[1:])"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+            "from collapse import run_job; run_job(*sys.argv[1:])")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT / "src")}
     with open(run / "train.log", "a") as log:
@@ -246,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         a.lr = recipe(a.method)["lr"]
     a.format = "folder"
     if a.quick:
-        a.dataset, a.format, a.category, a.epochs, a.batch_size, a.image_size, a.eval_every = "demo", "demo", "brick", 2, 4, 64, 1
+        vars(a).update(dataset="demo", format="demo", category="brick", epochs=2, batch_size=4,
+                       image_size=64, eval_every=1)
         a.out = a.out if a.out != DEFAULT_OUT else tempfile.mkdtemp(prefix="collapse_quick_")
         a.data, a.parallel = str(Path(a.out) / "data"), 1
     if a.collect:
