@@ -46,6 +46,17 @@ def test_hold_out_is_deterministic_disjoint_and_sized():
     assert hold_out(samples, 0.0, seed=0) == samples  # 0: nothing held out
 
 
+def test_grouped_views_are_held_out_together():
+    """Real-IAD: the views of one physical sample never straddle train and validation."""
+    samples = _samples(20)
+    groups = [f"S{i // 5}" for i in range(20)] + ["t0", "t1"]  # 4 samples of 5 views
+    out = hold_out(samples, 0.25, seed=0, groups=groups)
+    group_of = dict(zip((s.image for s in samples), groups))
+    val = {group_of[s.image] for s in out if s.split == "validation"}
+    train = {group_of[s.image] for s in out if s.split == "train"}
+    assert len(val) == 1 and not val & train and sum(s.split == "validation" for s in out) == 5
+
+
 def test_fraction_errors_name_the_key():
     assert validation_count(8, 0.1) == 1  # at least one image for any fraction > 0
     with pytest.raises(DatasetError, match=r"^config key 'datasets\.demo\.validation\.fraction': "

@@ -53,9 +53,14 @@ def cmd_verify(a) -> int:
     if a.validation_fraction:
         from uadflows.data.holdout import hold_out
 
+        from uadflows.data.realiad import sample_groups
+
+        def groups(samples):  # Real-IAD: a physical sample's views are held out together
+            return sample_groups([s.image for s in samples]) if a.dataset == "realiad" else None
+
         try:  # normal training images held out for thresholds (docs/statistics.md)
             per_category = {cat: hold_out(samples, a.validation_fraction, a.validation_seed,
-                                          a.validation_key)
+                                          a.validation_key, groups(samples))
                             for cat, samples in per_category.items()}
         except DatasetError as e:
             print(f"error: {e}", file=sys.stderr)

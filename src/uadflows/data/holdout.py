@@ -34,18 +34,24 @@ def validation_count(n_train: int, fraction: float, key: str = "validation.fract
 
 
 def hold_out(samples: Sequence[Sample], fraction: float, seed: int,
-             key: str = "validation.fraction") -> list[Sample]:
+             key: str = "validation.fraction", groups: Sequence[str] | None = None) -> list[Sample]:
     """``samples`` with ``validation_count`` of the training images, chosen uniformly by
     ``numpy.random.default_rng(seed)`` among the training images in the given order, moved
     to the validation split (the result sorted as an index is). Deterministic: the same samples, fraction and
-    seed always hold out the same images. A dataset that already has a validation split
-    (MVTec AD 2) is refused: its official split is used as it is."""
+    seed always hold out the same images. ``groups`` (one name per sample): images that
+    must stay together, e.g. Real-IAD's views of one physical sample; then the fraction is
+    of the groups, and a group is held out whole (no view of it trains). A dataset that
+    already has a validation split (MVTec AD 2) is refused: its official split is used."""
     if any(s.split == "validation" for s in samples):
         raise DatasetError(f"config key '{key}': this dataset has its own validation split; "
                            "remove the key (the official split is used)")
     train = [i for i, s in enumerate(samples) if s.split == "train"]
-    n_val = validation_count(len(train), fraction, key)
-    chosen = set(np.random.default_rng(seed).choice(train, size=n_val, replace=False).tolist()) \
+    names = [str(i) if groups is None else groups[i] for i in train]
+    units = list(dict.fromkeys(names))  # distinct, in order
+    n_val = validation_count(len(units), fraction, key)
+    picked = set(np.random.default_rng(seed).choice(len(units), size=n_val, replace=False).tolist()) \
         if n_val else set()
+    held = {units[j] for j in picked}
+    chosen = {i for i, name in zip(train, names) if name in held}
     return sorted((replace(s, split="validation") if i in chosen else s for i, s in enumerate(samples)),
                   key=sort_key)
