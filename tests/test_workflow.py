@@ -63,14 +63,16 @@ def assert_honest_thresholds(work: Path, df: pd.DataFrame) -> None:
     assert df[[*THRESHOLDED, "val_image_threshold", "val_pixel_threshold"]].notna().all().all()
     for m in THRESHOLDED:
         assert ((df[f"{m}_low"] <= df[m] + 1e-12) & (df[m] <= df[f"{m}_high"] + 1e-12)).all(), m
-    for category in ("brick", "gravel"):
-        index = read_index(work / f"results/index/demo/{category}.csv")
-        held = [str(s.image) for s in index if s.split == "validation"]
+    for category in ("brick", "gravel"):  # index paths are relative to the working folder
+        index = read_index(work / f"results/index/demo/{category}.csv", root=work)
+        held = [s.image.relative_to(work).as_posix() for s in index if s.split == "validation"]
         assert len(held) == 1
         cache = next((work / f"results/features/demo/{category}").iterdir())
-        trained_on = {str(s.image) for s in read_index(cache / "train/samples.csv")}
+        trained_on = {s.image.relative_to(work).as_posix()
+                      for s in read_index(cache / "train/samples.csv", root=work)}
         assert len(trained_on) == 7 and not trained_on & set(held)  # training never sees it
-        assert [str(s.image) for s in read_index(cache / "validation/samples.csv")] == held
+        assert [s.image.relative_to(work).as_posix()
+                for s in read_index(cache / "validation/samples.csv", root=work)] == held
         record = json.loads((work / f"results/runs/demo/{category}/fastflow/seed0/metrics.json").read_text())
         t = record["thresholds"]
         assert t["validation"] == {"split": "held-out from train", "fraction": 0.1, "seed": 0,
