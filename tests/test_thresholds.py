@@ -167,3 +167,15 @@ def test_cflow_validation_maps_share_the_test_scale():
     shared = cflow_anomaly_maps(val, (8, 8), reference=test)
     assert torch.allclose(shared["map"], whole["map"][1:3]) and torch.allclose(shared["score"], whole["score"][1:3])
     assert not torch.allclose(own["map"], whole["map"][1:3])  # its own maxima: another scale
+
+
+def test_a_cache_built_before_the_split_is_refused(tiny_category, tmp_path):
+    """Changing the fraction changes the index, so features extracted from the old index are
+    refused by name (the workflow then rebuilds them), never read for the wrong images."""
+    from uadflows.data import write_index
+    from uadflows.features import CacheError, open_cache
+
+    held = write_index(hold_out(read_index(tiny_category["index"]), 0.25, 0), tmp_path / "brick.csv")
+    open_cache(tiny_category["features"], index_csv=tiny_category["index"])  # its own index: fine
+    with pytest.raises(CacheError, match="built from another version of .*brick.csv; rebuild it"):
+        open_cache(tiny_category["features"], index_csv=held)
