@@ -80,6 +80,13 @@ def test_official_split_is_kept_and_recorded():
     with pytest.raises(DatasetError, match=r"^config key 'datasets\.ad2\.validation\.fraction': "
                        "this dataset has its own validation split"):
         hold_out(ad2, 0.1, 0, "datasets.ad2.validation.fraction")
+    ad2 = read_config(ROOT / "configs/test/tiny.yaml")
+    ad2["datasets"] = {"ad2": {"format": "mvtec_ad2", "root": "/elsewhere", "categories": ["can"]}}
+    assert next(iter(load_plan(ad2, check_roots=False).specs.values())).validation == "official"
+    ad2["datasets"]["ad2"]["validation"] = {"fraction": 0.2}
+    with pytest.raises(ConfigError, match=r"^config key 'datasets\.ad2\.validation': mvtec_ad2 has "
+                       "an official validation split"):
+        load_plan(ad2, check_roots=False)
     raw = read_config(ROOT / "configs/test/tiny.yaml")
     plan = load_plan(raw)
     spec = next(iter(plan.specs.values()))

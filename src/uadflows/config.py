@@ -417,8 +417,8 @@ def _validation(name: str, d: DatasetSection) -> ValidationSplit | str:
     from uadflows.data.holdout import validation_count
 
     key = f"datasets.{name}.validation"
-    if d.format == "mvtec_ad2":
-        if "validation" in d.model_fields_set:
+    if d.format == "mvtec_ad2":  # (compared, not "was it set": Snakemake fills in defaults)
+        if d.validation != ValidationSplit():
             raise ConfigError(f"config key '{key}': mvtec_ad2 has an official validation split "
                               "(validation/good), used as it is; remove this key")
         return "official"
