@@ -65,7 +65,6 @@ def _validation_thresholds(d: dict, spec: JobSpec, pixels: bool) -> dict[str, An
     run has no validation images (fraction 0): then no thresholded metric is reported."""
     from uadflows.data import image_size
     from uadflows.metrics.resize import upsample_map
-    from uadflows.metrics.thresholds import image_threshold, pixel_threshold
 
     if "validation_scores" not in d or len(d["validation_scores"]) == 0:
         return None
@@ -77,13 +76,13 @@ def _validation_thresholds(d: dict, spec: JobSpec, pixels: bool) -> dict[str, An
                        "n": int(len(d["validation_scores"])),
                        "images": [str(p) for p in d["validation_images"]]},
         "image": {**ev.image_threshold.model_dump(),
-                  "value": image_threshold(d["validation_scores"], ev.image_threshold)},
+                  "value": T.image_threshold(d["validation_scores"], ev.image_threshold)},
     }
     if pixels:
         maps = (upsample_map(m, image_size(p)) if ev.resolution == "original" else m
                 for m, p in zip(d["validation_maps"], d["validation_images"]))
         out["pixel"] = {**ev.pixel_threshold.model_dump(),
-                        "value": pixel_threshold(maps, ev.pixel_threshold)}
+                        "value": T.pixel_threshold(maps, ev.pixel_threshold)}
     return out
 
 
