@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -88,7 +90,7 @@ def test_mvtec_ad2_pipeline_scores_validation_and_evaluates_both_limits(tmp_path
     assert {k: v["n"] for k, v in open_cache(tmp_path / "features")["splits"].items()} == \
         {"train": 4, "test": 4, "validation": 2}
     spec = tiny_spec(epochs=1).model_copy(update={"dataset": "ad2", "format": "mvtec_ad2",
-                                                  "category": "can"})
+                                                  "category": "can", "validation": "official"})
     run = tmp_path / "run"
     run.mkdir()
     spec.save(run / "spec.json")
@@ -104,3 +106,8 @@ def test_mvtec_ad2_pipeline_scores_validation_and_evaluates_both_limits(tmp_path
         up = [M.to_mask_resolution([m], [np.zeros((72, 88), bool)])[0] for m in z["validation_maps"]]
     flat = np.concatenate([u.ravel() for u in up]).astype(np.float64)
     assert metrics["validation_threshold"] == pytest.approx(flat.mean() + 3 * flat.std())
+    # the configurable thresholds use the official split; their default pixel rule is SegF1's
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["thresholds"]["validation"]["split"] == "official"
+    assert record["thresholds"]["pixel"]["value"] == pytest.approx(metrics["validation_threshold"])
+    assert metrics["pixel_f1_at_val_threshold"] == pytest.approx(metrics["seg_f1"])

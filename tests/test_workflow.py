@@ -47,6 +47,40 @@ def test_tiny_workflow_outputs(tiny_workflow):
     assert len(runs) == 3  # one parent + one child per run
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert set(children["tags.category"]) == {"brick", "gravel"}
+    assert_honest_thresholds(work, df)
+
+
+def assert_honest_thresholds(work: Path, df: pd.DataFrame) -> None:
+    """The default validation split (10 % of the 8 training images: one per category) is
+    held out from training, and the metrics at the thresholds chosen on it are reported
+    next to the oracle F1-max, with intervals (docs/statistics.md)."""
+    import json
+
+    from uadflows.data import read_index
+    from uadflows.metrics.thresholds import THRESHOLDED
+
+    assert (df["n_validation"] == 1).all()
+    assert df[[*THRESHOLDED, "val_image_threshold", "val_pixel_threshold"]].notna().all().all()
+    for m in THRESHOLDED:
+        assert ((df[f"{m}_low"] <= df[m] + 1e-12) & (df[m] <= df[f"{m}_high"] + 1e-12)).all(), m
+    for category in ("brick", "gravel"):  # index paths are relative to the working folder
+        index = read_index(work / f"results/index/demo/{category}.csv", root=work)
+        held = [s.image.relative_to(work).as_posix() for s in index if s.split == "validation"]
+        assert len(held) == 1
+        cache = next((work / f"results/features/demo/{category}").iterdir())
+        trained_on = {s.image.relative_to(work).as_posix()
+                      for s in read_index(cache / "train/samples.csv", root=work)}
+        assert len(trained_on) == 7 and not trained_on & set(held)  # training never sees it
+        assert [s.image.relative_to(work).as_posix()
+                for s in read_index(cache / "validation/samples.csv", root=work)] == held
+        record = json.loads((work / f"results/runs/demo/{category}/fastflow/seed0/metrics.json").read_text())
+        t = record["thresholds"]
+        assert t["validation"] == {"split": "held-out from train", "fraction": 0.1, "seed": 0,
+                                   "n": 1, "images": held}
+        assert t["image"]["rule"] == "quantile" and t["pixel"]["rule"] == "mean_std"
+    summary = (work / "results/report/tables/summary.md").read_text()
+    assert "image F1-max (oracle)" in summary and "image F1 (validation threshold)" in summary
+    assert "F1-max is an oracle" in summary
 
 
 @pytest.mark.slow
@@ -115,6 +149,12 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         for key in ("uadflows_version", "git_commit", "torch_version", "timm_version", "freia_version"):
             assert params[key] and params[key] != "unknown", key
         assert params["index_digest"] == summary["index_digest"] and len(summary["index_digest"]) == 16
+        assert params["validation.fraction"] == "0.1" and params["evaluation.image_threshold.rule"] == "quantile"
+        record = json.loads((folder / "metrics.json").read_text())
+        for name in ("image_f1_at_val_threshold", "pixel_f1_at_val_threshold", "seg_iou_at_val_threshold"):
+            assert run.data.metrics[name] == pytest.approx(record["metrics"][name])
+            assert f"{name}_low" in run.data.metrics
+        assert run.data.metrics["val_pixel_threshold"] == pytest.approx(record["thresholds"]["pixel"]["value"])
         assert run.info.start_time == int(summary["started"] * 1000)
         assert run.info.end_time - run.info.start_time > 1000  # the job's seconds, not the logger's
     parent = next(r for r in runs if r.data.tags.get("uadflows.role") == "sweep")

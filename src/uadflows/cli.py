@@ -50,6 +50,24 @@ def cmd_verify(a) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.validation_fraction:
+        from uadflows.data.holdout import hold_out
+
+        from uadflows.data.realiad import sample_groups
+
+        def groups(samples):  # Real-IAD: a physical sample's views are held out together
+            return sample_groups([s.image for s in samples]) if a.dataset == "realiad" else None
+
+        try:  # normal training images held out for thresholds (docs/statistics.md)
+            per_category = {cat: hold_out(samples, a.validation_fraction, a.validation_seed,
+                                          a.validation_key, groups(samples))
+                            for cat, samples in per_category.items()}
+        except DatasetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        held = sum(s.split == "validation" for v in per_category.values() for s in v)
+        table += (f"\nvalidation: {held} training image(s) held out (fraction "
+                  f"{a.validation_fraction}, seed {a.validation_seed}), listed in the index")
     print(table)
     if a.index_dir:
         for cat, samples in per_category.items():
@@ -272,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", required=True)
     s.add_argument("--category", nargs="+")
     s.add_argument("--index-dir", help="write {category}.csv indexes here")
+    s.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="hold out this share of the training images as the validation split")
+    s.add_argument("--validation-seed", type=int, default=0, help="seed of the held-out choice")
+    s.add_argument("--validation-key", default="--validation-fraction",
+                   help="the config key named in errors about the fraction")
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("weights", help="fetch (or import from a file) pretrained weights into a cache")

@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 from uadflows.data.index import FORMATS
-from uadflows.spec import EvaluationOptions, JobSpec, StatisticsOptions, TrainOptions, run_key
+from uadflows.spec import EvaluationOptions, JobSpec, StatisticsOptions, TrainOptions, ValidationSplit, run_key
 
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 # Trainer settings: top-level keys of a model, resolved into JobSpec.train (never params).
@@ -61,6 +61,9 @@ class DatasetSection(_Section):
     root: str = Field(min_length=1)
     categories: Literal["all"] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = "all"
     demo: DemoOptions = DemoOptions()
+    validation: ValidationSplit = Field(
+        ValidationSplit(), description="normal training images held out for thresholds "
+        "(docs/statistics.md); mvtec_ad2 uses its official validation split instead")
 
     @field_validator("categories")
     @classmethod
@@ -164,6 +167,7 @@ class Dataset:
     root: Path
     categories: tuple[str, ...]
     demo: DemoOptions
+    validation: ValidationSplit | str  # "official": the dataset's own split (MVTec AD 2)
 
 
 @dataclass
@@ -254,6 +258,15 @@ class Plan:
     def spec(self, run: Run) -> JobSpec:
         return self.specs[run]
 
+    def validation_args(self, dataset: str) -> str:
+        """``uadflows verify`` options that hold out a dataset's validation split ("" when
+        none is held out: fraction 0, or the dataset's official split)."""
+        v = self.datasets[dataset].validation
+        if v == "official" or v.fraction == 0:
+            return ""
+        return (f"--validation-fraction {v.fraction} --validation-seed {v.seed} "
+                f"--validation-key datasets.{dataset}.validation.fraction")
+
     def _build_spec(self, run: Run) -> JobSpec:
         m = self.config.models[run.model]
         over = m.per_category.get(run.category, Overrides())
@@ -279,7 +292,7 @@ class Plan:
                 model=run.model, method=m.method, backbone=m.backbone, pretrained=m.pretrained,
                 weights_file=m.weights_file, image_size=(size, size), extractor=key, seed=run.seed,
                 device=self.device, params=params, evaluation=self.config.evaluation,
-                statistics=self.config.statistics,
+                statistics=self.config.statistics, validation=d.validation,
                 train=TrainOptions(**train, checkpoint_every=m.checkpoint_every, amp=m.amp,
                                    compile=m.compile, eval_every=m.eval_every),
                 protocol=m.protocol,
@@ -394,7 +407,29 @@ def _dataset(name: str, d: DatasetSection, check_roots: bool) -> Dataset:
         bad = [c for c in cats if official and c not in official]
         if bad or not cats:
             raise ConfigError(f"config key '{key}': unknown category {(bad or ['all'])[0]!r} for format {d.format}")
-    return Dataset(name, d.format, root, tuple(cats), d.demo)
+    return Dataset(name, d.format, root, tuple(cats), d.demo, _validation(name, d))
+
+
+def _validation(name: str, d: DatasetSection) -> ValidationSplit | str:
+    """The dataset's validation split: MVTec AD 2's official one, else the held-out share
+    (checked now where the training set's size is known: the demo data)."""
+    from uadflows.data import DatasetError
+    from uadflows.data.holdout import validation_count
+
+    key = f"datasets.{name}.validation"
+    if d.format == "mvtec_ad2":  # (compared, not "was it set": Snakemake fills in defaults)
+        if d.validation != ValidationSplit():
+            raise ConfigError(f"config key '{key}': mvtec_ad2 has an official validation split "
+                              "(validation/good), used as it is; remove this key")
+        return "official"
+    if d.format == "demo":
+        from uadflows.data.base import DEMO_N_TRAIN
+
+        try:
+            validation_count(d.demo.n_train or DEMO_N_TRAIN, d.validation.fraction, f"{key}.fraction")
+        except DatasetError as e:
+            raise ConfigError(str(e)) from None
+    return d.validation
 
 
 def _check_backbone(key: str, name: str) -> None:

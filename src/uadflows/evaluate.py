@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from uadflows import stats as S
+from uadflows.metrics import thresholds as T
 from uadflows.io import read_json, write_json
 from uadflows.spec import JobSpec
 
@@ -56,6 +57,45 @@ def _validation_segmentation(d: dict, masks: list | None, shapes: list) -> dict[
     pairs = ((upsample_map(m, shape), np.zeros(shape, bool) if mask is None else mask)
              for m, mask, shape in zip(d["maps"], masks, shapes))
     return {"validation_threshold": threshold, "seg_f1": segmentation_f1(pairs, threshold)}
+
+
+def _validation_thresholds(d: dict, spec: JobSpec, pixels: bool) -> dict[str, Any] | None:
+    """The image and pixel thresholds chosen on the normal validation images (their scores;
+    their maps at the evaluation's resolution), and what they were chosen on; None when the
+    run has no validation images (fraction 0): then no thresholded metric is reported."""
+    from uadflows.data import image_size
+    from uadflows.metrics.resize import upsample_map
+
+    if "validation_scores" not in d or len(d["validation_scores"]) == 0:
+        return None
+    ev = spec.evaluation
+    v = spec.validation
+    out: dict[str, Any] = {
+        "validation": {"split": "official" if v == "official" else "held-out from train",
+                       **({} if v == "official" else v.model_dump()),
+                       "n": int(len(d["validation_scores"])),
+                       "images": [str(p) for p in d["validation_images"]]},
+        "image": {**ev.image_threshold.model_dump(),
+                  "value": T.image_threshold(d["validation_scores"], ev.image_threshold)},
+    }
+    if pixels:
+        maps = (upsample_map(m, image_size(p)) if ev.resolution == "original" else m
+                for m, p in zip(d["validation_maps"], d["validation_images"]))
+        out["pixel"] = {**ev.pixel_threshold.model_dump(),
+                        "value": T.pixel_threshold(maps, ev.pixel_threshold)}
+    return out
+
+
+def _both(*callbacks):
+    """One ``on_pair`` calling each of ``callbacks`` that is not None."""
+    live = [c for c in callbacks if c is not None]
+    if not live:
+        return None
+
+    def call(i, score_map, mask):
+        for c in live:
+            c(i, score_map, mask)
+    return call
 
 
 def _sample_level(labels: np.ndarray, scores: np.ndarray, images: np.ndarray) -> dict[str, float]:
@@ -113,16 +153,27 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
     small_masks = None if masks is None else M.to_map_resolution(maps, masks)
     recorder = None if masks is None else S.PixelRecorder(
         len(labels), S.bin_edges(maps, small_masks, st["bins"], ev["pro_limit"]))
+    thresholds = _validation_thresholds(d, spec, masks is not None)
+    counter = None if thresholds is None or masks is None else \
+        T.PixelCounter(len(labels), thresholds["pixel"]["value"])
     ious = np.full(len(labels), np.nan)
     metrics = M.evaluate(labels, scores, maps, masks, resolution=ev["resolution"],
                          pro_limit=ev["pro_limit"], segmentations=segmentations,
                          mask_shapes=shapes, extra_pro_limits=EXTRA_PRO_LIMITS.get(fmt, ()),
-                         on_pair=recorder, on_iou=ious.__setitem__)
+                         on_pair=_both(recorder, counter), on_iou=ious.__setitem__)
     if segmentations is not None:
         records.iou = ious
+    if thresholds is not None:  # next to the oracle F1-max, each named as what it is
+        at = T.image_metrics_at(labels, scores, thresholds["image"]["value"])
+        records.val_image_threshold = thresholds["image"]["value"]
+        if counter is not None:
+            at.update(counter.metrics())
+            records.val_pixel_threshold = counter.threshold
+            records.val_tp, records.val_fp, records.val_fn = counter.tp, counter.fp, counter.fn
+        metrics.update({f"{k}{T.SUFFIX}": v for k, v in at.items()})
     if fmt == "realiad":
         metrics.update(_sample_level(labels, scores, d["images"]))
-    if "validation_maps" in d:
+    if fmt == "mvtec_ad2" and "validation_maps" in d:  # the official SegF1, as published
         metrics.update(_validation_segmentation(d, masks, shapes))
     pro_key = str(d.get("pro_map", "maps"))
     pro_recorder = recorder
@@ -174,6 +225,8 @@ def evaluate(spec_json: str | Path, summary_json: str | Path, scores_npz: str | 
         },
         curves=curves,
         statistics=statistics,
+        # the validation split and the thresholds chosen on it (None: no validation images)
+        thresholds=thresholds,
     )
     write_json(out_json, result)
     return result

@@ -34,7 +34,7 @@ def score(
 
     data = load_split(features_dir, "test", index_csv=index_csv)
     size = spec.image_size
-    arrays, seconds = _maps(model, data, size, batch_size, dev)
+    arrays, seconds, raw = _maps(model, data, size, batch_size, dev)
     if "map" not in arrays or "score" not in arrays:
         raise RuntimeError(f"method {spec.method} returned {sorted(arrays)}, needs map and score")
     samples = data.samples()
@@ -51,9 +51,10 @@ def score(
     arrays["image_scores"] = arrays.pop("score")
     arrays["maps"] = arrays.pop("map")
     if "validation" in open_cache(features_dir)["splits"]:
-        # normal images kept apart for choosing thresholds (MVTec AD 2); never evaluated
+        # normal images kept apart for choosing thresholds (held out from training, or MVTec
+        # AD 2's own); never evaluated. Set-level normalisation: the test set's constants.
         val = load_split(features_dir, "validation", index_csv=index_csv)
-        val_arrays, _ = _maps(model, val, size, batch_size, dev)
+        val_arrays, _, _ = _maps(model, val, size, batch_size, dev, reference=raw)
         arrays["validation_maps"] = val_arrays["map"]
         arrays["validation_scores"] = val_arrays["score"]
         arrays["validation_images"] = np.array([str(s.image) for s in val.samples()])
@@ -61,9 +62,11 @@ def score(
     return {"status": "ok", "n": len(samples), "flow_images_per_s": len(samples) / max(seconds, 1e-9)}
 
 
-def _maps(model, data, size: tuple[int, int], batch_size: int, dev: torch.device
-          ) -> tuple[dict[str, np.ndarray], float]:
-    """Every output of ``anomaly_maps`` over a feature split, and the flow's seconds."""
+def _maps(model, data, size: tuple[int, int], batch_size: int, dev: torch.device,
+          reference: dict[str, torch.Tensor] | None = None
+          ) -> tuple[dict[str, np.ndarray], float, dict[str, torch.Tensor]]:
+    """Every output of ``anomaly_maps`` over a feature split, the flow's seconds, and the raw
+    outputs before ``finalize_maps`` (the reference of another split's normalisation)."""
     maps: dict[str, list[np.ndarray]] = {}
     seconds = 0.0
     with torch.inference_mode():
@@ -78,8 +81,9 @@ def _maps(model, data, size: tuple[int, int], batch_size: int, dev: torch.device
     arrays = {k: torch.from_numpy(np.concatenate(v)) for k, v in maps.items()}
     # Set-level normalisation (CFlow's map over the whole split); the base class returns the
     # maps unchanged.
-    done = model.finalize_maps(arrays, size)
-    return {k: v.float().cpu().numpy() for k, v in done.items()}, seconds
+    done = model.finalize_maps(arrays, size) if reference is None else \
+        model.finalize_maps(arrays, size, reference=reference)
+    return {k: v.float().cpu().numpy() for k, v in done.items()}, seconds, arrays
 
 
 def _save_npz(path: str | Path, **arrays: np.ndarray) -> None:

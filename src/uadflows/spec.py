@@ -47,9 +47,35 @@ class TrainOptions(_Frozen):
     eval_every: PositiveInt | None = None  # the test-set diagnostic (uadflows.diagnostic)
 
 
+class ThresholdRule(_Frozen):
+    """How a threshold is chosen on the normal validation images' scores (docs/statistics.md):
+    ``quantile``: their q-quantile (linear interpolation); ``mean_std``: mean + k * std.
+    Only the rule's own parameter is used (q for quantile, k for mean_std)."""
+
+    rule: Literal["quantile", "mean_std"]
+    q: float = Field(0.99, gt=0, lt=1, description="quantile rule: the quantile of normal scores")
+    k: float = Field(3.0, description="mean_std rule: standard deviations above the mean")
+
+
 class EvaluationOptions(_Frozen):
     resolution: Literal["original", "model"] = "original"
     pro_limit: float = Field(0.3, gt=0, le=1)
+    # Defaults (docs/statistics.md): image scores are few and skewed, so a distribution-free
+    # quantile; pixels are many, and mean + 3 std is MVTec AD 2's official rule.
+    image_threshold: ThresholdRule = Field(
+        ThresholdRule(rule="quantile", q=0.99),
+        description="threshold of image scores, chosen on the validation images")
+    pixel_threshold: ThresholdRule = Field(
+        ThresholdRule(rule="mean_std", k=3.0),
+        description="threshold of pixel scores, chosen on the validation images' maps")
+
+
+class ValidationSplit(_Frozen):
+    """Normal training images held out from training, on which thresholds are chosen."""
+
+    fraction: float = Field(0.1, ge=0, lt=1, description="share of the training images held out "
+                            "(ceil(fraction x n), at least one); 0: none, no thresholded metrics")
+    seed: int = Field(0, ge=0, description="seed of the random choice of held-out images")
 
 
 class StatisticsOptions(_Frozen):
@@ -81,6 +107,8 @@ class JobSpec(_Frozen):
     train: TrainOptions
     evaluation: EvaluationOptions = EvaluationOptions()
     statistics: StatisticsOptions = StatisticsOptions()
+    # held-out training images, or "official": the dataset's own validation split (MVTec AD 2)
+    validation: ValidationSplit | Literal["official"] = ValidationSplit()
 
     @property
     def key(self) -> str:

@@ -219,6 +219,10 @@ class _Job:
         bounds = (self.record.get("statistics") or {}).get("intervals", {})
         for k, (low, high) in bounds.items():  # the bootstrap interval of every metric
             values[f"{k}_low"], values[f"{k}_high"] = low, high
+        thresholds = self.record.get("thresholds") or {}  # chosen on the validation images
+        for part in ("image", "pixel"):
+            values[f"val_{part}_threshold"] = (thresholds.get(part) or {}).get("value")
+        values["n_validation"] = (thresholds.get("validation") or {}).get("n")
         return {k: float(v) for k, v in values.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 

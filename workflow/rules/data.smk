@@ -33,10 +33,12 @@ rule verify:
         fmt=lambda w: PLAN.datasets[w.dataset].format,
         root=lambda w: PLAN.datasets[w.dataset].root,
         index_dir=lambda w: f"{R}/index/{w.dataset}",
+        # the held-out validation split (a changed fraction or seed reruns the index)
+        validation=lambda w: PLAN.validation_args(w.dataset),
     log:
         f"{LOGS}/verify/{{dataset}}/{{category}}.log",
     benchmark:
         f"{BENCH}/verify/{{dataset}}/{{category}}.tsv"
     shell:
         "uadflows verify --dataset {params.fmt} --root {params.root} --category {wildcards.category}"
-        " --index-dir {params.index_dir} > {log} 2>&1"
+        " --index-dir {params.index_dir} {params.validation} > {log} 2>&1"

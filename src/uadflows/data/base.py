@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+DEMO_N_TRAIN = 40  # the demo data's training images per category (make_demo's default)
+
+
 class DatasetError(ValueError):
     """Bad input in a dataset; the message names the file (or folder) and the fault."""
 

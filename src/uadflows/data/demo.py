@@ -28,7 +28,7 @@ from PIL import Image
 from skimage import data as skdata
 from skimage import draw
 
-from uadflows.data.base import DatasetError
+from uadflows.data.base import DEMO_N_TRAIN as DEFAULT_N_TRAIN, DatasetError
 
 CATEGORIES = ("brick", "grass", "gravel")
 DEFECT_TYPES = ("scratch", "hole", "stain", "cut")
@@ -208,7 +208,7 @@ def category_files(category: str, *, seed: int, image_size: int, n_train: int,
 
 
 def make_demo(root: str | os.PathLike, categories: tuple[str, ...] | list[str] = CATEGORIES, *,
-              seed: int = 0, image_size: int = 128, n_train: int = 40, n_test_good: int = 10,
+              seed: int = 0, image_size: int = 128, n_train: int = DEFAULT_N_TRAIN, n_test_good: int = 10,
               n_test_defect: int = 20) -> Path:
     """Write the demo dataset in the MVTec AD layout under ``root``; returns ``root``.
 

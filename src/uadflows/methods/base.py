@@ -125,9 +125,13 @@ class FlowMethod(nn.Module):
         (seed, epoch)); returns the batch's mean loss, detached."""
         raise NotImplementedError(f"{self.name}: steps_in_batch is set but train_batch() is missing")
 
-    def finalize_maps(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    def finalize_maps(self, maps: dict[str, torch.Tensor], size: tuple[int, int],
+                      reference: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The whole test set's ``anomaly_maps`` outputs, concatenated, before they are saved:
-        a method whose map is normalised over the set (CFlow) recomputes it here."""
+        a method whose map is normalised over the set (CFlow) recomputes it here. With
+        ``reference`` (the test set's outputs), ``maps`` are the validation images': a
+        set-level normalisation then uses the reference's constants, so that a threshold
+        chosen on the validation maps means the same on the test maps."""
         return maps
 
     # ---- convenience for users ------------------------------------------------------

@@ -25,6 +25,10 @@ METRICS = [
     "pixel_f1_max",
     "au_pro",
     "miou",
+    # at the thresholds chosen on the normal validation images (F1-max above: the oracle's)
+    "image_f1_at_val_threshold",
+    "pixel_f1_at_val_threshold",
+    "seg_iou_at_val_threshold",
     # dataset protocols (docs/datasets.md): MVTec AD 2, Real-IAD's sample level
     "au_pro_0.05",
     "au_pro_0.3",

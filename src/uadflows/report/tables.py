@@ -298,7 +298,7 @@ def _overview_latex(grid: pd.DataFrame, ctx: _Context, suffix: tuple) -> str:
     text = grid.map(Cell.latex)
     text.columns = [METRIC_SHORT.get(m, m) for m in grid.columns]
     caption = ctx.caption("mean over categories in percent (I: image, P: pixel level; AU-PRO "
-                          f"up to FPR {ctx.pro_limit:g}); best per metric in bold")
+                          f"up to FPR {ctx.pro_limit:g}; {THRESHOLD_NOTE}); best per metric in bold")
     return _latex(text, caption=caption, label=f"tab:{slug('overview', ctx.dataset, *suffix)}",
                   notes=_mark_notes(grid))
 
@@ -460,6 +460,10 @@ def _health_latex(flagged: pd.DataFrame) -> str:
                   escape_data=True, column_format="lllllp{0.35\\linewidth}")
 
 
+THRESHOLD_NOTE = ("F1-max is an oracle, its threshold chosen on the test set's labels; @val: "
+                  "at the threshold chosen on normal validation images held out from training")
+
+
 # ---- markdown summary ---------------------------------------------------------------------------
 def _summary_section(ctx: _Context, overview: pd.DataFrame, main: pd.DataFrame | None) -> list[str]:
     lines = ["", f"## {dataset_name(ctx.dataset)} ({ctx.dataset}): resolution {ctx.resolution}, "
@@ -471,6 +475,8 @@ def _summary_section(ctx: _Context, overview: pd.DataFrame, main: pd.DataFrame |
     lines.append(_markdown(text))
     if main is not None:
         lines += ["", "Image AUROC per category:", "", _markdown(main.map(Cell.markdown))]
+    if any(m.endswith(("_f1_max", "_at_val_threshold")) for m in overview.columns):
+        lines += ["", f"F1: {THRESHOLD_NOTE}."]
     marks = notes_for(overview) + (notes_for(main) if main is not None else [])
     for mark, note in dict(marks).items():
         lines += ["", f"{'†' if mark == 'dagger' else '*'} {note}."]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from uadflows.metrics.thresholds import SUFFIX
 from uadflows.stats import curves
 from uadflows.stats.records import Records
 
@@ -49,6 +50,33 @@ def replicates(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
         out.update(_pixel(records, counts))
     if records.iou is not None:  # mIoU: the mean over the drawn images
         out["miou"] = counts @ np.asarray(records.iou, dtype=np.float64) / counts.sum(axis=1)
+    out.update(_thresholded(records, counts))
+    return out
+
+
+def _ratios(prefix: str, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
+    """precision, recall, F1 of counts (B,), 0 where undefined (metrics/thresholds.py)."""
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+    return {f"{prefix}_precision{SUFFIX}": ratio(tp, tp + fp),
+            f"{prefix}_recall{SUFFIX}": ratio(tp, tp + fn),
+            f"{prefix}_f1{SUFFIX}": ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def _thresholded(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The metrics at the validation thresholds: the thresholds are fixed (chosen on other
+    images), so a resample only re-weights each test image's exact counts."""
+    out: dict[str, np.ndarray] = {}
+    if records.val_image_threshold is not None:
+        y = np.asarray(records.label).astype(bool)
+        pred = np.asarray(records.image_score, dtype=np.float64) >= records.val_image_threshold
+        out.update(_ratios("image", counts @ (pred & y), counts @ (pred & ~y), counts @ (~pred & y)))
+    if records.val_tp is not None:
+        tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (records.val_tp, records.val_fp, records.val_fn))
+        out.update(_ratios("pixel", counts @ tp, counts @ fp, counts @ fn))
+        union = tp + fp + fn
+        iou = np.divide(tp, union, out=np.ones_like(tp), where=union > 0)
+        out[f"seg_iou{SUFFIX}"] = counts @ iou / counts.sum(axis=1)
     return out
 
 

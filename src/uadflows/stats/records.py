@@ -14,7 +14,11 @@ Written by ``uadflows evaluate`` next to metrics.json (format in docs/statistics
                   pro_mass (N, K')   sum over the image's 8-connected regions of the share
                                      of the region's pixels in each bin
                   regions (N,)       number of regions per image
-                and, when the method segments (U-Flow), iou (N,): each image's IoU.
+                and, when the method segments (U-Flow), iou (N,): each image's IoU;
+                and, when the run has validation images (docs/statistics.md):
+                  val_image_threshold     the image threshold chosen on them (scalar)
+                  val_pixel_threshold     the pixel threshold (scalar)
+                  val_tp, val_fp, val_fn  (N,) each image's pixel counts at it (exact)
 
 The binning: when the maps (at the model's resolution) hold at most ``bins`` distinct
 values, the edges are those values and the histograms are exact. Otherwise the edges are
@@ -145,6 +149,12 @@ class Records:
     regions: np.ndarray | None = None
     iou: np.ndarray | None = None  # (N,) per-image IoU of a method's segmentation (U-Flow)
     pro_limit: float = 0.3
+    # thresholds chosen on the validation images, and each image's pixel counts at them
+    val_image_threshold: float | None = None
+    val_pixel_threshold: float | None = None
+    val_tp: np.ndarray | None = None
+    val_fp: np.ndarray | None = None
+    val_fn: np.ndarray | None = None
 
     @property
     def has_pixels(self) -> bool:
@@ -194,10 +204,13 @@ def load_records(npz_path: str | Path) -> Records:
     if unknown:
         raise RecordsError(f"{path}: unknown key(s) {unknown}")
     data["pro_limit"] = float(data.get("pro_limit", 0.3))
+    for key in ("val_image_threshold", "val_pixel_threshold"):
+        if key in data:
+            data[key] = float(data[key])
     records = Records(**data)
     n = len(records.label)
     for key in ("image", "mask", "defect", "image_score", "normal", "anomalous", "pro_normal",
-                "pro_mass", "regions", "iou"):
+                "pro_mass", "regions", "iou", "val_tp", "val_fp", "val_fn"):
         value = getattr(records, key)
         if value is not None and len(value) != n:
             raise RecordsError(f"{path}: '{key}' has {len(value)} rows, 'label' has {n}")

@@ -25,14 +25,24 @@ def log_prob_per_dim(z: torch.Tensor, log_jac: torch.Tensor) -> torch.Tensor:
     return (-channels * LOG_SQRT_2PI - 0.5 * z.pow(2).sum(dim=1) + log_jac) / channels
 
 
-def cflow_anomaly_maps(log_probs: list[torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+def cflow_anomaly_maps(log_probs: list[torch.Tensor], size: tuple[int, int],
+                       reference: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per-layer log-likelihood maps (N, h_l, w_l) of a whole set -> {"map": (N, H, W),
-    "score": (N,)}, in float64 as the original, then float32."""
-    total = None
-    for lp in log_probs:
-        lp = lp.double()
-        prob = torch.exp(lp - lp.max())
-        up = F.interpolate(prob[:, None], size=tuple(size), mode="bilinear", align_corners=True)[:, 0]
-        total = up if total is None else total + up
-    anomaly = total.max() - total
+    "score": (N,)}, in float64 as the original, then float32. ``reference``: another set's
+    per-layer maps (the test set's) whose maxima are used instead of this set's, so that
+    maps of the validation images share the test maps' scale (a threshold chosen on one
+    applies to the other)."""
+    ref = log_probs if reference is None else reference
+    maxima = [r.double().max() for r in ref]
+
+    def summed(lps: list[torch.Tensor]) -> torch.Tensor:
+        total = None
+        for lp, top in zip(lps, maxima):
+            prob = torch.exp(lp.double() - top)
+            up = F.interpolate(prob[:, None], size=tuple(size), mode="bilinear", align_corners=True)[:, 0]
+            total = up if total is None else total + up
+        return total
+
+    total = summed(log_probs)
+    anomaly = (total if reference is None else summed(reference)).max() - total
     return {"map": anomaly.float(), "score": anomaly.flatten(1).amax(dim=1).float()}

@@ -162,7 +162,11 @@ class CFlow(FlowMethod):
         maps.update({f"log_prob{l}": lp for l, lp in enumerate(log_probs)})
         return maps
 
-    def finalize_maps(self, maps: dict[str, torch.Tensor], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """The whole test set's maps -> the official map and score (set-level maxima)."""
-        log_probs = [maps[f"log_prob{l}"] for l in range(len(self.channels))]
-        return {**maps, **cflow_anomaly_maps(log_probs, tuple(size))}
+    def finalize_maps(self, maps: dict[str, torch.Tensor], size: tuple[int, int],
+                      reference: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The whole test set's maps -> the official map and score (set-level maxima); the
+        validation images' maps with the test set's maxima (``reference``)."""
+        layers = range(len(self.channels))
+        log_probs = [maps[f"log_prob{l}"] for l in layers]
+        ref = None if reference is None else [reference[f"log_prob{l}"] for l in layers]
+        return {**maps, **cflow_anomaly_maps(log_probs, tuple(size), ref)}
