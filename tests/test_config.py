@@ -20,12 +20,16 @@ def raw():
 
 def test_demo_and_tiny_configs_plan(raw):
     plan = load_plan(raw)
-    assert [r.category for r in plan.runs] == ["brick", "gravel"]
+    assert [(r.category, r.model) for r in plan.runs] == [
+        (c, m) for c in ("brick", "gravel") for m in ("fastflow", "msflow", "uflow")]
     spec = plan.spec(plan.runs[0])
     assert spec.method == "fastflow" and spec.seed == 0 and spec.image_size == (64, 64)
     assert spec.key == "demo/brick/fastflow/seed0"
-    assert {k[2] for k in plan.extractors} == {spec.extractor}
-    assert len(plan.extractors) == 2
+    # FastFlow and U-Flow share the 64 px cache; MSFlow reads the images at 128 px
+    specs = [plan.spec(r) for r in plan.runs]
+    assert {s.extractor for s in specs if s.method != "msflow"} == {spec.extractor}
+    assert {k[2] for k in plan.extractors} == {s.extractor for s in specs}
+    assert len(plan.extractors) == 4
     demo = load_plan(read_config(ROOT / "config.yaml"))
     assert {r.category for r in demo.runs} == {"brick", "grass", "gravel"}
 
@@ -33,8 +37,8 @@ def test_demo_and_tiny_configs_plan(raw):
 def test_seeds_are_part_of_every_run_key(raw):
     raw["seeds"] = [0, 1]
     plan = load_plan(raw)
-    assert len(plan.runs) == 4
-    assert len({r.path for r in plan.runs}) == 4
+    assert len(plan.runs) == 12  # 2 seeds x 2 categories x 3 models
+    assert len({r.path for r in plan.runs}) == 12
     assert Run("demo", "brick", "fastflow", 1).path == "demo/brick/fastflow/seed1"
 
 
@@ -82,7 +86,7 @@ def test_unknown_real_category_names_the_key(raw, tmp_path):
 def test_per_category_overrides(raw):
     raw["models"]["fastflow"]["per_category"] = {"gravel": {"image_size": 96, "params": {"clamp": 1.5}}}
     plan = load_plan(raw)
-    brick, gravel = plan.spec(plan.runs[0]), plan.spec(plan.runs[1])
+    brick, gravel = (plan.spec(Run("demo", c, "fastflow", 0)) for c in ("brick", "gravel"))
     assert brick.image_size == (64, 64) and gravel.image_size == (96, 96)
     assert gravel.params["clamp"] == 1.5 and "clamp" not in brick.params
     assert brick.extractor != gravel.extractor
@@ -101,7 +105,7 @@ def test_trainer_settings_resolve_from_the_config_else_the_recipe(raw):
     raw["models"]["fastflow"].pop("batch_size")
     raw["models"]["fastflow"]["per_category"] = {"gravel": {"epochs": 5}}
     plan = load_plan(raw)
-    brick, gravel = plan.spec(plan.runs[0]).train, plan.spec(plan.runs[1]).train
+    brick, gravel = (plan.spec(Run("demo", c, "fastflow", 0)).train for c in ("brick", "gravel"))
     assert (brick.epochs, gravel.epochs) == (2, 5)
     assert brick.batch_size == recipe("fastflow")["batch_size"] == 32
     assert brick.lr == recipe("fastflow")["lr"]

@@ -124,7 +124,7 @@ def test_planning_builds_each_extractor_spec_once(monkeypatch):
     monkeypatch.setattr("uadflows.backbones.extractor_spec", setups.extractor_spec)
     raw = yaml.safe_load((ROOT / "configs/test/tiny.yaml").read_text())
     raw["seeds"] = list(range(20))
-    raw["models"]["other"] = {**raw["models"]["fastflow"], "epochs": 3}
+    raw["models"] = {"fastflow": raw["models"]["fastflow"], "other": {**raw["models"]["fastflow"], "epochs": 3}}
     plan = load_plan(raw, check_roots=False)
     assert len(plan.runs) == 80
     key = plan.spec(plan.runs[0]).extractor

@@ -1,4 +1,5 @@
-"""MSFlow: invertibility, exact log-determinant, scores, schedule, one training step."""
+"""MSFlow: invertibility, exact log-determinant, scores, schedule, one training step, and
+numpy re-derivations of the official pooling, positional encoding, fusion flow and maps."""
 
 from __future__ import annotations
 
@@ -305,3 +306,132 @@ def test_maps_and_score_follow_the_official_post_processing_on_fixed_latents():
         np.testing.assert_allclose(got["map"][b].numpy(), map_add, atol=1e-5)
         np.testing.assert_allclose(got["map_mul"][b].numpy(), map_mul, atol=1e-5)
         np.testing.assert_allclose(float(got["score"][b]), top.mean(), atol=1e-6)
+
+
+# ---- numpy re-derivations of the official code (cool-xuan/msflow at HEAD) --------------
+# Each test recomputes one stage from the behaviour the official code documents, on fixed
+# tensors, and compares it with ours: pooling (train.py:20-34), positional encoding
+# (utils.py:8-27), fusion flow (models/flow_models.py:59-60, models/freia_utils.py).
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().numpy()
+
+
+def _avg_pool_3_2_1(x: np.ndarray) -> np.ndarray:
+    """(C, H, W): mean over 3x3 windows at stride 2, zero padding 1 counted in the divisor
+    (nn.AvgPool2d(3, 2, 1)'s defaults, count_include_pad=True)."""
+    c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    return np.stack([[[padded[k, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum() / 9 for j in range(ow)]
+                      for i in range(oh)] for k in range(c)])
+
+
+def test_every_scale_is_average_pooled_3x3_stride_2_pad_1():
+    """train.py:20-34: one AvgPool2d(3, 2, 1) for every stage (pool_type 'avg', default.py),
+    before the parallel flows; odd sizes round up (7 -> 4)."""
+    model = tiny_msflow()
+    gen = torch.Generator().manual_seed(5)
+    feats = [torch.randn(2, 4, 16, 16, generator=gen), torch.randn(2, 4, 7, 7, generator=gen),
+             torch.randn(2, 8, 4, 4, generator=gen)]
+    pooled = model.pool_features(feats)
+    assert [tuple(p.shape[-2:]) for p in pooled] == [(8, 8), (4, 4), (2, 2)]
+    for f, p in zip(feats, pooled):
+        for b in range(2):
+            np.testing.assert_allclose(_np(p[b]), _avg_pool_3_2_1(_np(f[b])), atol=1e-6)
+
+
+def test_positional_encoding_every_channel_and_the_condition_of_each_scale():
+    """utils.py:8-27: D channels, half = D/2 per axis, frequency of channel pair i
+    exp(-2i ln(1e4) / half); channels [0, half) encode the column x (sin on even, cos on
+    odd), [half, D) the row y; every scale's flow gets the code at its pooled size
+    (train.py:32-34), the same for every image of the batch."""
+    d, h, w = 16, 3, 5
+    half = d // 2
+    freq = np.exp(-np.arange(0, half, 2) * np.log(1e4) / half)  # (half/2,)
+    expected = np.zeros((d, h, w))
+    x, y = np.arange(w)[None, None, :], np.arange(h)[None, :, None]
+    expected[0:half:2] = np.sin(freq[:, None, None] * x) + 0 * y
+    expected[1:half:2] = np.cos(freq[:, None, None] * x) + 0 * y
+    expected[half::2] = np.sin(freq[:, None, None] * y) + 0 * x
+    expected[half + 1::2] = np.cos(freq[:, None, None] * y) + 0 * x
+    np.testing.assert_allclose(_np(positional_encoding_2d(d, h, w)), expected, atol=1e-7)
+
+    model = tiny_msflow(cond_channels=16)
+    for pooled in model.pool_features(raw_features(side=12, batch=3)):
+        cond = model._conditions(pooled)
+        _, _, ph, pw = pooled.shape
+        assert cond.shape == (3, 16, ph, pw)
+        for b in range(3):
+            np.testing.assert_allclose(_np(cond[b]), _np(positional_encoding_2d(16, ph, pw)), atol=1e-6)
+
+
+def _conv3x3(x: np.ndarray, conv: nn.Conv2d) -> np.ndarray:
+    """(C, H, W) -> (O, H, W), stride 1, zero padding 1, as a plain sum over windows."""
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))  # C,H,W,3,3
+    return np.einsum("chwij,ocij->ohw", windows, _np(conv.weight)) + _np(conv.bias)[:, None, None]
+
+
+def _bilinear_corners(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) -> (C, H, W) bilinear with align_corners=True."""
+    from scipy.ndimage import map_coordinates
+
+    rows, cols = np.linspace(0, m.shape[1] - 1, size[0]), np.linspace(0, m.shape[2] - 1, size[1])
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return np.stack([map_coordinates(c, grid, order=1) for c in m])
+
+
+def _cross_scale_net(xs: list[np.ndarray], net) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """freia_utils.py FusionNet + FusionSTNets on one image: every scale average-pooled to
+    the smallest map, concatenated, conv3x3 -> LayerNorm over channels -> ReLU -> conv3x3 ->
+    ReLU, split back per scale, upsampled (bilinear, align_corners) and added to the scale's
+    input; then one conv3x3 per scale for the log-scale s and one for the shift t."""
+    mixer = net.mixer
+    sh, sw = xs[-1].shape[1:]
+    pooled = [x.reshape(x.shape[0], sh, x.shape[1] // sh, sw, x.shape[2] // sw).mean(axis=(2, 4)) for x in xs]
+    hidden = _conv3x3(np.concatenate(pooled), mixer.conv1)
+    mean, var = hidden.mean(0, keepdims=True), hidden.var(0, keepdims=True)
+    hidden = (hidden - mean) / np.sqrt(var + mixer.norm.eps)
+    hidden = hidden * _np(mixer.norm.weight)[:, None, None] + _np(mixer.norm.bias)[:, None, None]
+    mixed = np.maximum(_conv3x3(np.maximum(hidden, 0), mixer.conv2), 0)
+    shares = np.split(mixed, np.cumsum([x.shape[0] for x in xs])[:-1])
+    out = [x + _bilinear_corners(s, x.shape[1:]) for x, s in zip(xs, shares)]
+    return ([_conv3x3(o, c) for o, c in zip(out, net.to_scale)],
+            [_conv3x3(o, c) for o, c in zip(out, net.to_shift)])
+
+
+def test_fusion_flow_equals_the_official_coupling_rederived_in_numpy():
+    """models/flow_models.py:59-60: a fixed random channel permutation per scale, then one
+    FusionCouplingLayer (clamp 1.9, default.py): each scale split into a = first C//2
+    channels and b; a' = a exp(g(s)) + t with (s, t) from every scale's b; b' = b exp(g(s'))
+    + t' with (s', t') from every scale's a'; g(s) = clamp 0.636 atan(s / clamp)
+    (freia_utils.py:102); the log-det is the sum of g over both halves (freia_utils.py:178),
+    per scale here, summed by the official."""
+    model = tiny_msflow(seed=4)
+    perturb(model, 0.2)
+    fusion = model.fusion_flow
+    gen = torch.Generator().manual_seed(6)
+    xs = [torch.randn(2, c, s, s, generator=gen) for c, s in zip((4, 4, 8), (8, 4, 2))]
+    with torch.no_grad():
+        got, got_jac = fusion(xs)
+    clamp = model.config.clamp
+    assert clamp == 1.9
+
+    def g(s):
+        return clamp * 0.636 * np.arctan(s / clamp)
+
+    for b in range(2):
+        permuted = [_np(x[b])[perm.perm.numpy()] for x, perm in zip(xs, fusion.permutations)]
+        firsts = [x[: x.shape[0] // 2] for x in permuted]
+        seconds = [x[x.shape[0] // 2:] for x in permuted]
+        s_b, t_b = _cross_scale_net(seconds, fusion.coupling.net_from_second)
+        firsts = [a * np.exp(g(s)) + t for a, s, t in zip(firsts, s_b, t_b)]
+        s_a, t_a = _cross_scale_net(firsts, fusion.coupling.net_from_first)
+        seconds = [x * np.exp(g(s)) + t for x, s, t in zip(seconds, s_a, t_a)]
+        for i in range(3):
+            np.testing.assert_allclose(_np(got[i][b]), np.concatenate([firsts[i], seconds[i]]),
+                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(float(got_jac[i][b]), g(s_a[i]).sum() + g(s_b[i]).sum(),
+                                       rtol=1e-4, atol=1e-4)

