@@ -38,6 +38,7 @@ CATEGORIES = ["bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leath
 SIZES = {500: (5, 10), 5000: (10, 50), 20000: (20, 100)}  # runs: (models, seeds)
 QUICK = {100: (2, 5), 500: (5, 10)}
 BACKBONE, IMAGE_SIZE = "resnet18", 256
+COLUMNS = ["runs", "jobs", "user_s", "floor_user_s", "extra_user_ms_per_job", "wall_s", "floor_wall_s"]
 
 
 def sweep_config(models: int, seeds: int, results: str) -> dict:
@@ -203,7 +204,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="100 and 500 runs only")
     ap.add_argument("--runs", type=int, nargs="+", choices=sorted({*SIZES, *QUICK}), help="these sizes only")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--render", help="print the markdown table of a saved --json and exit")
     a = ap.parse_args()
+    if a.render:
+        saved = json.loads(Path(a.render).read_text())
+        print(table(saved["rows"], COLUMNS))
+        print(f"\n(load average {saved['load_average_1min']:.1f} when written)")
+        return
     sizes = QUICK if a.quick else SIZES
     rows = []
     for runs in a.runs or sizes:
@@ -214,7 +221,7 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(rows[-1]), flush=True)
-    print(table(rows, ["runs", "jobs", "user_s", "floor_user_s", "extra_user_ms_per_job", "wall_s", "floor_wall_s"]))
+    print(table(rows, COLUMNS))
     if a.json:
         Path(a.json).write_text(json.dumps({"load_average_1min": os.getloadavg()[0], "rows": rows}, indent=1) + "\n")
 
