@@ -196,16 +196,20 @@ def uflow_mscait_pair() -> dict:
 
 def quick_rotations() -> None:
     """FrEIA draws each soft permutation with scipy's special_ortho_group (minutes at 2048
-    channels); any orthogonal matrix serves here, since ours is copied into anomalib."""
+    channels); any dense orthogonal matrix serves here, since ours is copied into anomalib:
+    two Householder reflections of a random permutation (determinant +-1, O(n^2))."""
     import FrEIA.modules.all_in_one_block as aio
 
-    class QR:
+    class Householder:
         @staticmethod
         def rvs(n):
-            q, r = np.linalg.qr(np.random.randn(n, n))
-            return q * np.sign(np.diag(r))
+            w = np.eye(n)[np.random.permutation(n)]
+            for _ in range(2):
+                v = np.random.randn(n, 1)
+                w = w - (2 / float((v * v).sum())) * v @ (v.T @ w)
+            return w
 
-    aio.special_ortho_group = QR
+    aio.special_ortho_group = Householder
 
 
 def cflow_pair(size: int = SIZE) -> dict:
@@ -242,10 +246,12 @@ def cflow_pair(size: int = SIZE) -> dict:
             p_u, log_jac = decoder(feat.permute(0, 2, 3, 1).reshape(-1, c), [cond])
             losses.append(-torch.nn.functional.logsigmoid(get_logp(c, p_u, log_jac) / c))
         loss_ano = float(torch.cat(losses).mean())
-    diff, offset = compare_maps(pred_ours["map"], pred_ano.anomaly_map[:, 0])
+    map_ano = pred_ano.anomaly_map.reshape(pred_ours["map"].shape)  # (B, H, W) or (B, 1, H, W)
+    diff, offset = compare_maps(pred_ours["map"], map_ano)
     return {"pair": f"CFlow wide_resnet50_2 layer2-4 @{size}", "params_ours": trainable(ours),
             "params_anomalib": trainable(ano), "max_map_diff": diff, "map_offset": offset,
             "max_score_diff": float((pred_ours["score"] - pred_ano.pred_score.flatten()).abs().max()),
+            "max_map_diff_raw": float((pred_ours["map"] - map_ano).abs().max()),
             "loss_ours": loss_ours, "loss_anomalib": loss_ano, "batch": 2,
             "mapping": "backbone.model.* -> encoder.feature_extractor.*; decoders.* -> decoders.* (soft "
                        "rotations copied in)"}
