@@ -26,9 +26,11 @@ COLUMNS = ("category", "model", "epochs", "train_seconds", "score_seconds", "flo
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table of result rows (AUROC and AU-PRO in percent)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    """Markdown table of result rows (AUROC and AU-PRO in percent); a seed column when the
+    rows say their seed."""
+    columns = COLUMNS[:2] + ("seed",) + COLUMNS[2:] if any("seed" in r for r in rows) else COLUMNS
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "-")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", help="model names of the config")
     ap.add_argument("--render", nargs="+", metavar="JSON", help="print the markdown table of these outputs, run nothing")
     ap.add_argument("--categories", nargs="+", default=None, help="default: the demo's all")
+    ap.add_argument("--seeds", nargs="+", type=int, help="instead of the config's seeds")
     ap.add_argument("--work", default="results/benchmarks/demo_methods")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from uadflows.train import train
 
     raw = read_config(args.config)
+    if args.seeds:
+        raw["seeds"] = args.seeds
     unknown = [m for m in args.models if m not in raw["models"]]
     if unknown:
         ap.error(f"{args.config}: no model(s) {unknown}; it has {sorted(raw['models'])}")
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             score_s = time.perf_counter() - t0
             spec.save(out / "spec.json")
             m = evaluate(out / "spec.json", out / "summary.json", out / "scores.npz", out / "metrics.json")["metrics"]
-            row = {"category": category, "model": run.model, "method": spec.method,
+            row = {"category": category, "model": run.model, "seed": spec.seed, "method": spec.method,
                    "epochs": summary["epochs"], "train_seconds": round(summary["train_seconds"], 2),
                    "score_seconds": round(score_s, 2), "flow_params": summary["flow_params"],
                    **{k: round(100 * m[k], 2) for k in ("image_auroc", "pixel_auroc", "au_pro")}}

@@ -1,4 +1,4 @@
-"""Our FastFlow and U-Flow against anomalib's, same weights, same input (not a test: run by hand).
+"""Our FastFlow, U-Flow, CFlow and CS-Flow against anomalib's, same weights, same input (not a test: run by hand).
 
     PYTHONPATH=src /work/main/.venv/bin/python benchmarks/equivalence.py --json docs/fidelity/equivalence.json
 
@@ -10,7 +10,8 @@ the shared packages to the project's versions; then it re-executes itself in it.
 Per pair (random backbone weights on both sides, pretrained=False: the computation is what
 is compared; our trainable weights are copied into anomalib's model by the name mapping
 written out below): parameter counts, the largest difference of the anomaly maps after
-removing a constant offset, and the loss of one batch.
+removing a constant offset, image scores and latents where the pair gives them, and the
+loss of one batch.
 """
 
 from __future__ import annotations
@@ -74,14 +75,18 @@ def main(argv=None) -> int:
 
 
 def table(result: dict) -> str:
+    def num(r, key, fmt):
+        value = r.get(key)
+        return "-" if value is None or value != value else format(value, fmt)  # absent or NaN
+
     lines = [f"anomalib {result['anomalib']}, torch {result['torch']}, timm {result['timm']}", "",
              "| pair | params ours | params anomalib | max map diff (after offset) | map offset (ours - anomalib) "
-             "| loss ours | loss anomalib | official loss formula on anomalib's z |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| max score diff | max latent diff | loss ours | loss anomalib | official loss formula on anomalib's z |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["pairs"]:
-        official = f"{r['loss_official_formula']:.6g}" if "loss_official_formula" in r else "-"
-        lines.append(f"| {r['pair']} | {r['params_ours']:,} | {r['params_anomalib']:,} | {r['max_map_diff']:.2e} "
-                     f"| {r['map_offset']:.3g} | {r['loss_ours']:.6g} | {r['loss_anomalib']:.6g} | {official} |")
+        lines.append(f"| {r['pair']} | {r['params_ours']:,} | {r['params_anomalib']:,} | {num(r, 'max_map_diff', '.2e')} "
+                     f"| {num(r, 'map_offset', '.3g')} | {num(r, 'max_score_diff', '.2e')} | {num(r, 'max_z_diff', '.2e')} "
+                     f"| {r['loss_ours']:.6g} | {r['loss_anomalib']:.6g} | {num(r, 'loss_official_formula', '.6g')} |")
     return "\n".join(lines)
 
 

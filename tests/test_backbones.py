@@ -71,6 +71,7 @@ def test_lite0_file_in_lukemelas_naming_is_converted(tmp_path):
     [
         ("resnet18", (256, 256), (64, 128, 256), ((64, 64), (32, 32), (16, 16))),
         ("wide_resnet50_2", (256, 256), (256, 512, 1024), ((64, 64), (32, 32), (16, 16))),
+        ("wide_resnet50_2_l234", (256, 256), (512, 1024, 2048), ((32, 32), (16, 16), (8, 8))),  # CFlow's
         ("tf_efficientnet_lite0", (256, 256), (24, 40, 112), ((64, 64), (32, 32), (16, 16))),
         ("cait_m48_448", (448, 448), (768,), ((28, 28),)),
         ("deit_base_distilled_patch16_384", (384, 384), (768,), ((24, 24),)),
@@ -83,15 +84,33 @@ def test_spec_of_each_setup(name, size, channels, shapes):
     assert (spec.image_size, spec.channels, spec.shapes, spec.weights) == (size, channels, shapes, "random")
 
 
-@pytest.mark.parametrize("name", ["resnet18", "wide_resnet50_2", "tf_efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "wide_resnet50_2", "tf_efficientnet_lite0", "wide_resnet50_2_l234"])
 @pytest.mark.parametrize("size", [(64, 64), (97, 130)])
 def test_cnn_spec_shapes_match_a_meta_device_forward(name, size):
+    """The table's channels and strides are what timm gives for its stages (out_indices)."""
+    from uadflows.backbones.setups import CNN_SETUPS
+
+    setup = CNN_SETUPS[name]
     spec = extractor_spec(name, image_size=size, pretrained=False)
     with torch.device("meta"):
-        model = timm.create_model(name, features_only=True, out_indices=(1, 2, 3))
+        model = timm.create_model(setup.model or name, features_only=True, out_indices=setup.out_indices)
         feats = model(torch.empty(1, 3, *size))
     assert spec.channels == tuple(f.shape[1] for f in feats)
     assert spec.shapes == tuple(tuple(f.shape[2:]) for f in feats)
+    assert spec.layers == "features_only:out_indices=" + ",".join(map(str, setup.out_indices))
+
+
+def test_cflow_setup_is_wrn50_layers_2_to_4_with_its_weights():
+    """wide_resnet50_2_l234 builds timm's wide_resnet50_2 (stages layer2-4, as CFlow-AD's
+    encoder hooks them) and a weights tag on it names that model's release."""
+    ext = create_extractor("wide_resnet50_2_l234", image_size=64, pretrained=False)
+    names = [info["module"] for info in ext.model.feature_info.get_dicts()]
+    assert names == ["layer2", "layer3", "layer4"]
+    assert [f.shape[1:] for f in ext(torch.rand(1, 3, 64, 64))] == [(512, 8, 8), (1024, 4, 4), (2048, 2, 2)]
+    tv = extractor_spec("wide_resnet50_2_l234.tv_in1k")
+    assert tv.weights == extractor_spec("wide_resnet50_2.tv_in1k").weights == "timm:tv_in1k"
+    assert tv.key() != extractor_spec("wide_resnet50_2.tv_in1k").key()
+    assert weights.cache_models("wide_resnet50_2_l234.tv_in1k") == ["wide_resnet50_2.tv_in1k"]
 
 
 def test_setup_table_agrees_with_timm():
@@ -100,7 +119,7 @@ def test_setup_table_agrees_with_timm():
     from uadflows.backbones.setups import CNN_SETUPS, VIT_SETUPS
 
     for name, setup in {**CNN_SETUPS, **VIT_SETUPS}.items():
-        cfg = timm.models.get_pretrained_cfg(name)
+        cfg = timm.models.get_pretrained_cfg(getattr(setup, "model", None) or name)
         assert (tuple(setup.mean), tuple(setup.std)) == (tuple(cfg.mean), tuple(cfg.std)), name
     for name, setup in VIT_SETUPS.items():
         with torch.device("meta"):

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from conftest import tiny_spec
 from test_msflow import TinyExtractor, perturb
-from uadflows.backbones.base import Extractor, ExtractorSpec
+from uadflows.backbones import extractor_spec
+from uadflows.backbones.base import SpecOnlyExtractor
 from uadflows.evaluate import evaluate
 from uadflows.methods import create
 from uadflows.methods.cflow import CFlowConfig
@@ -155,18 +156,6 @@ def test_bad_inputs_are_named():
         model([torch.randn(1, 4, 4, 4), torch.randn(1, 4, 2, 2), torch.randn(1, 7, 1, 1)])
 
 
-class WideResnetLayers234(Extractor):
-    """The official encoder's pooled layers (model.py:93-113): WRN50-2 layer2/3/4 outputs,
-    512/1024/2048 channels; only the spec matters for counting the decoders."""
-
-    def __init__(self):
-        super().__init__()
-        self.spec = ExtractorSpec(name="wrn50-2-layers234", image_size=(256, 256),
-                                  channels=(512, 1024, 2048), shapes=((32, 32), (16, 16), (8, 8)),
-                                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                                  weights="none", layers="layer2,layer3,layer4")
-
-
 def official_parameter_count(pool_dims=(512, 1024, 2048), blocks=8, cond=128) -> int:
     """Trainable parameters of the official decoders (model.py:33-53 in FrEIA's
     AllInOneBlock): per block subnet_fc(split + cond, 2 * other split) = Linear(d, 2d) +
@@ -180,13 +169,17 @@ def official_parameter_count(pool_dims=(512, 1024, 2048), blocks=8, cond=128) ->
 
 
 def test_parameter_count_of_the_official_wrn50_setup(monkeypatch):
-    """81,647,616 trainable parameters (5.52 M + 17.07 M + 59.05 M). The soft permutations'
-    random rotations (scipy special_ortho_group, minutes at 2048 channels) are drawn as the
-    identity here: they hold no trainable parameter."""
+    """81,647,616 trainable parameters (5.52 M + 17.07 M + 59.05 M) on the project's set-up
+    of the official encoder (wide_resnet50_2_l234: layer2/3/4, model.py:93-113), as
+    configs/paper/cflow.yaml runs it. The soft permutations' random rotations (scipy
+    special_ortho_group, minutes at 2048 channels) are drawn as the identity here: they
+    hold no trainable parameter."""
     import FrEIA.modules.all_in_one_block as aio
 
     monkeypatch.setattr(aio.special_ortho_group, "rvs", lambda n: np.eye(n))
-    model = create("cflow", backbone=WideResnetLayers234())
+    spec = extractor_spec("wide_resnet50_2_l234", image_size=256, pretrained=False)
+    assert spec.channels == (512, 1024, 2048) and spec.shapes == ((32, 32), (16, 16), (8, 8))
+    model = create("cflow", backbone=SpecOnlyExtractor(spec))
     count = sum(p.numel() for p in model.trainable_parameters())
     assert count == official_parameter_count() == 81_647_616
 

@@ -12,7 +12,7 @@ import timm
 
 from uadflows.backbones import extractor_spec, weights_tag
 from uadflows.backbones import tags as tag_module
-from uadflows.backbones.setups import MULTI_SETUPS, PYRAMID_SETUPS
+from uadflows.backbones.setups import CNN_SETUPS, MULTI_SETUPS, PYRAMID_SETUPS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,9 @@ def test_listed_defaults_are_the_installed_timm_defaults():
         assert timm.models.get_pretrained_cfg(arch).tag == tag, arch
     assert tag_module.SETUP_PARTS == {k: v.parts for k, v in MULTI_SETUPS.items()}
     assert tag_module.PYRAMID_MODELS == {k: v.model for k, v in PYRAMID_SETUPS.items()}
+    assert tag_module.CNN_MODELS == {k: v.model for k, v in CNN_SETUPS.items() if v.model}
+    assert weights_tag("wide_resnet50_2_l234") == weights_tag("wide_resnet50_2")
+    assert weights_tag("wide_resnet50_2_l234.tv_in1k") == "wide_resnet50_2.tv_in1k"
     assert weights_tag("cs_effnet_b5") == "tf_efficientnet_b5.in1k"
     assert weights_tag("cs_effnet_lite0") == weights_tag("tf_efficientnet_lite0")
     assert weights_tag("resnet50") == f"resnet50.{timm.models.get_pretrained_cfg('resnet50').tag}"  # asks timm

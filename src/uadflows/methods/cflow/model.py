@@ -51,7 +51,7 @@ class CFlow(FlowMethod):
 
     label = "CFlow"
     config_class = CFlowConfig
-    default_backbone = "wide_resnet50_2"
+    default_backbone = "wide_resnet50_2_l234"  # the official encoder: WRN50-2 layer2/3/4
     default_image_size = 256  # the recipe's (CFlowConfig.image_size)
     steps_in_batch = True  # ``train_batch``: one optimiser step per fiber batch
 
