@@ -32,7 +32,7 @@ demo: install
 	@echo "MLflow:  sqlite:///mlflow.db  (open with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"

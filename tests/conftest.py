@@ -168,12 +168,10 @@ def resume_reference(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """For `make test`'s parallel workers (pytest-xdist, --dist loadgroup): the SLURM tests
-    share the one local cluster (fixed ports, /etc/slurm/slurm.conf), so they run on one
-    worker, in order; they and the other end-to-end runs (marked slow) are handed out
-    first, so that the longest chain starts at once instead of after the quick tests."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+    """For `make test`'s parallel workers (pytest-xdist, --dist loadfile: a file's tests run
+    on one worker, so test_slurm.py's tests share its one local cluster, with its fixed
+    ports and /etc/slurm/slurm.conf): the SLURM tests and the other end-to-end runs (marked
+    slow) are handed out first, so that the longest chains start at once instead of after
+    the quick tests."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("slurm") else
                1 if item.get_closest_marker("slow") else 2)  # stable: file order within each
