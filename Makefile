@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 CORES ?= 2
+# pytest-xdist workers of `make test`: more than the cores, because many tests wait on
+# subprocesses (Snakemake, SLURM, servers); 0 runs the suite in one process.
+TEST_WORKERS ?= 4
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
@@ -29,7 +32,7 @@ demo: install
 	@echo "MLflow:  sqlite:///mlflow.db  (open with: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"

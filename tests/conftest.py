@@ -92,12 +92,42 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return p
 
 
-@pytest.fixture(scope="session")
-def tiny_workflow(tmp_path_factory):
-    work = tmp_path_factory.mktemp("workflow")
+def shared_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder that ``build(folder)`` fills once per test session. Under pytest-xdist
+    (``make test``) the workers share it: the first to take the lock builds it in the
+    session's common temporary folder, the others wait and reuse it (or fail at once with
+    the first one's error). The tests that use it only read it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # common to every worker of this session
+    folder, failed = base / f"shared-{name}", base / f"shared-{name}.failed"
+    with FileLock(str(base / f"shared-{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"shared fixture {name} failed in another worker:\n{failed.read_text()}",
+                        pytrace=False)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException as e:
+                failed.write_text(f"{type(e).__name__}: {e}")
+                raise
+            (folder / ".built").touch()
+    return folder
+
+
+def _run_tiny_workflow(work: Path) -> None:
     shutil.copy(ROOT / "configs/test/tiny.yaml", work / "config.yaml")
     snakemake(work)
-    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory):
+    """The tiny workflow run once (for all workers), inspected by many tests."""
+    return shared_once(tmp_path_factory, "workflow", _run_tiny_workflow)
 
 
 RESUME_EPOCHS = 6
@@ -126,9 +156,22 @@ def checkpoint_epoch(work: Path) -> int:
         return 0
 
 
+def _run_resume_reference(folder: Path) -> None:
+    snakemake(resume_workdir(folder / "reference"))
+
+
 @pytest.fixture(scope="session")
 def resume_reference(tmp_path_factory) -> Path:
-    """The resume config run once, uninterrupted, by plain `snakemake --cores 2`."""
-    work = resume_workdir(tmp_path_factory.mktemp("resume") / "reference")
-    snakemake(work)
-    return work
+    """The resume config run once (for all workers), uninterrupted, by plain
+    `snakemake --cores 2`."""
+    return shared_once(tmp_path_factory, "resume", _run_resume_reference) / "reference"
+
+
+def pytest_collection_modifyitems(config, items):
+    """For `make test`'s parallel workers (pytest-xdist, --dist loadfile: a file's tests run
+    on one worker, so test_slurm.py's tests share its one local cluster, with its fixed
+    ports and /etc/slurm/slurm.conf): the SLURM tests and the other end-to-end runs (marked
+    slow) are handed out first, so that the longest chains start at once instead of after
+    the quick tests."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slurm") else
+               1 if item.get_closest_marker("slow") else 2)  # stable: file order within each

@@ -164,6 +164,9 @@ class LocalSlurm:
             f"SlurmctldPort={CTLD_PORT}",
             f"SlurmdPort={SLURMD_PORT}",
             "AuthType=auth/munge",
+            # A requeued job waits cred_expire seconds before it starts again (slurm.conf(5),
+            # AuthInfo; 120 by default): 10 is ample for a job launched on this host.
+            "AuthInfo=cred_expire=10",
             "CredType=cred/munge",
             f"StateSaveLocation={w}/state",
             f"SlurmdSpoolDir={w}/spool",

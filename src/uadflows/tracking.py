@@ -154,7 +154,7 @@ class _Job:
                       if self.folder and (self.folder / n).is_file()]
         self.figures = []
         if figures_dir is not None:
-            from uadflows.report.figures import figures_for_run
+            from uadflows.report.labels import figures_for_run
 
             self.figures = figures_for_run(figures_dir, row["dataset"], row["category"],
                                            row["model"])

@@ -1,4 +1,10 @@
-"""Small curve helpers shared by the ROC and PRO code."""
+"""Curve helpers shared by the image and pixel metrics and the PRO code.
+
+``binary_rates`` and ``roc_corners`` are the exact AUROC / AP / F1-max and ROC curve of any
+number of scores (images or pixels) from the ascending normal scores and the anomalous
+ones; tests/test_metrics.py checks them against scikit-learn. See pixel.py for why they
+are exact.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,39 @@ def distinct(scores: np.ndarray, weights: np.ndarray | None = None
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
     counts = np.diff(np.append(starts, ordered.size)).astype(np.int64)
     return ordered[starts], counts, np.add.reduceat(weights[order], starts)
+
+
+def binary_rates(sorted_negatives: np.ndarray, positives: np.ndarray) -> tuple[float, float, float]:
+    """Exact (AUROC, AP, F1-max) from the ascending normal scores and the anomalous ones."""
+    n_normal, n_anomalous = sorted_negatives.size, positives.size
+    values, counts, _ = distinct(positives)  # ascending
+    normal_below = np.searchsorted(sorted_negatives, values, side="left")
+    normal_tied = np.searchsorted(sorted_negatives, values, side="right") - normal_below
+    # twice the Mann-Whitney count, in integers so that nothing is rounded before the end
+    twice_pairs = int(np.sum(counts * (2 * normal_below + normal_tied), dtype=np.int64))
+    auroc = twice_pairs / (2.0 * n_anomalous * n_normal)
+
+    # thresholds from the highest distinct anomalous score down
+    true_pos = np.cumsum(counts[::-1])
+    false_pos = (n_normal - normal_below)[::-1]
+    precision = true_pos / (true_pos + false_pos)
+    ap = float(np.sum(counts[::-1] / n_anomalous * precision))
+    f1_max = float(np.max(2.0 * true_pos / (true_pos + false_pos + n_anomalous)))
+    return float(auroc), ap, f1_max
+
+
+def roc_corners(sorted_negatives: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every corner of the exact ROC curve, (0, 0) to (1, 1): both ends of each step at a
+    distinct anomalous score (``np.trapezoid(tpr, fpr)`` is the AUROC)."""
+    n_normal = sorted_negatives.size
+    values, counts, _ = distinct(positives)
+    normal_at_least = (n_normal - np.searchsorted(sorted_negatives, values, side="left"))[::-1]
+    normal_above = (n_normal - np.searchsorted(sorted_negatives, values, side="right"))[::-1]
+    positives_at_least = np.cumsum(counts[::-1])
+    positives_above = positives_at_least - counts[::-1]
+    fpr = np.concatenate(([0.0], interleave(normal_above, normal_at_least) / n_normal, [1.0]))
+    tpr = interleave(positives_above, positives_at_least) / positives.size
+    return fpr, np.concatenate(([0.0], tpr, [1.0]))
 
 
 def interleave(before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from uadflows.metrics.aupro import pro_corners
 from uadflows.metrics.collect import PixelScores, collect_pairs
-from uadflows.metrics.curves import distinct, interleave, thin_curve, trapezoid_to_limit
+from uadflows.metrics.curves import binary_rates, roc_corners, thin_curve, trapezoid_to_limit
 from uadflows.metrics.image import image_roc_points
 from uadflows.metrics.inputs import check_limit
 
@@ -60,21 +60,8 @@ def pro_key(limit: float) -> str:
 
 def binary_metrics(sorted_negatives: np.ndarray, positives: np.ndarray) -> dict[str, float]:
     """Exact AUROC, AP and F1-max from the ascending normal scores and the anomalous ones."""
-    n_normal, n_anomalous = sorted_negatives.size, positives.size
-    values, counts, _ = distinct(positives)  # ascending
-    normal_below = np.searchsorted(sorted_negatives, values, side="left")
-    normal_tied = np.searchsorted(sorted_negatives, values, side="right") - normal_below
-    # twice the Mann-Whitney count, in integers so that nothing is rounded before the end
-    twice_pairs = int(np.sum(counts * (2 * normal_below + normal_tied), dtype=np.int64))
-    auroc = twice_pairs / (2.0 * n_anomalous * n_normal)
-
-    # thresholds from the highest distinct anomalous score down
-    true_pos = np.cumsum(counts[::-1])
-    false_pos = (n_normal - normal_below)[::-1]
-    precision = true_pos / (true_pos + false_pos)
-    ap = float(np.sum(counts[::-1] / n_anomalous * precision))
-    f1_max = float(np.max(2.0 * true_pos / (true_pos + false_pos + n_anomalous)))
-    return {"pixel_auroc": float(auroc), "pixel_ap": ap, "pixel_f1_max": f1_max}
+    auroc, ap, f1_max = binary_rates(sorted_negatives, positives)
+    return {"pixel_auroc": auroc, "pixel_ap": ap, "pixel_f1_max": f1_max}
 
 
 def roc_points(labels_or_masks: Any, scores: Any, max_points: int | None = 2000
@@ -91,17 +78,8 @@ def roc_points(labels_or_masks: Any, scores: Any, max_points: int | None = 2000
         return thin_curve(fpr, tpr, max_points)
     collected = collect_pairs(scores, labels_or_masks, regions=False)
     collected.check_both_classes()
-    negatives = collected.negatives
-    negatives.sort()
-    values, counts, _ = distinct(collected.positives)
-    normal_at_least = (negatives.size - np.searchsorted(negatives, values, side="left"))[::-1]
-    normal_above = (negatives.size - np.searchsorted(negatives, values, side="right"))[::-1]
-    positives_at_least = np.cumsum(counts[::-1])
-    positives_above = positives_at_least - counts[::-1]
-    fpr = np.concatenate(([0.0], interleave(normal_above, normal_at_least) / negatives.size, [1.0]))
-    tpr = interleave(positives_above, positives_at_least) / collected.positives.size
-    tpr = np.concatenate(([0.0], tpr, [1.0]))
-    return thin_curve(fpr, tpr, max_points)
+    collected.negatives.sort()
+    return thin_curve(*roc_corners(collected.negatives, collected.positives), max_points)
 
 
 def _is_one_score_per_image(scores: Any) -> bool:

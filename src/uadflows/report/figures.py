@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from uadflows.report import significance
-from uadflows.report.labels import dataset_name, metric_name, slug
+from uadflows.report.labels import dataset_name, figures_for_run, metric_name, slug
 from uadflows.report.runs import (
     METRICS,
     ReportError,
@@ -70,12 +70,6 @@ def write_figures(metrics_csv: str | Path, out_dir: str | Path) -> list[Path]:
             if fig is not None:  # needs >= 3 models and >= 2 categories
                 written += _save(fig, out / slug("cd", dataset, metric, *suffix))
     return written
-
-
-def figures_for_run(figures_dir: str | Path, dataset: str, category: str, model: str) -> list[Path]:
-    """The figures that belong to one run (what the MLflow logger attaches to it)."""
-    stem = slug("examples", dataset, category, model)
-    return sorted(p for p in Path(figures_dir).glob(f"{stem}.*") if p.suffix in (".png", ".pdf"))
 
 
 # ---- helpers ------------------------------------------------------------------------------

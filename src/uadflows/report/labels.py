@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # Methods cited in published numbers but not in the registry; registered methods name
 # themselves (their class's ``label``).
@@ -122,3 +123,9 @@ _TEX_SPECIAL = {
 
 def tex_escape(text: object) -> str:
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def figures_for_run(figures_dir: str | Path, dataset: str, category: str, model: str) -> list[Path]:
+    """The figures that belong to one run (what the MLflow logger attaches to it)."""
+    stem = slug("examples", dataset, category, model)
+    return sorted(p for p in Path(figures_dir).glob(f"{stem}.*") if p.suffix in (".png", ".pdf"))

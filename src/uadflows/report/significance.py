@@ -91,12 +91,12 @@ def per_category(group: pd.DataFrame, metric: str) -> pd.DataFrame:
 def cd_figure(group: pd.DataFrame, metric: str, title: str):
     """Critical-difference diagram (Friedman + Nemenyi over categories) or None when there
     are fewer than 3 models or 2 complete categories."""
-    import scikit_posthocs as sp
-    from matplotlib.figure import Figure
-
     frame = per_category(group, metric).dropna()
     if frame.shape[1] < 3 or frame.shape[0] < 2:
         return None
+    import scikit_posthocs as sp  # here: its import (scipy.stats) only when a diagram is drawn
+    from matplotlib.figure import Figure
+
     result = friedman_nemenyi(frame, ALPHA)
     fig = Figure(figsize=(6, 1.2 + 0.35 * frame.shape[1]))
     ax = fig.subplots()

@@ -5,39 +5,34 @@
 - curves.py: the metrics from weighted counts, many resamples at once;
 - compare.py: paired bootstrap, Holm, Wilcoxon, Friedman + Nemenyi;
 - seeds.py: mean, std and t interval over seeds.
+
+Names are imported from their module on first use: the evaluate job needs records and the
+bootstrap, not compare.py's pandas and scipy.stats (about a second of its start-up).
 """
 
-from uadflows.stats.bootstrap import (
-    IMAGE,
-    PIXEL,
-    intervals,
-    percentile_interval,
-    point_estimates,
-    replicates,
-    resample_counts,
-)
-from uadflows.stats.compare import (
-    bootstrap_p,
-    friedman_nemenyi,
-    holm,
-    not_worse_than_best,
-    paired_bootstrap,
-    wilcoxon_pairs,
-)
-from uadflows.stats.records import (
-    PixelRecorder,
-    Records,
-    RecordsError,
-    bin_edges,
-    load_records,
-    records_from_maps,
-    save_records,
-)
-from uadflows.stats.seeds import seed_summary
+from importlib import import_module
 
-__all__ = [
-    "IMAGE", "PIXEL", "PixelRecorder", "Records", "RecordsError", "bin_edges", "bootstrap_p",
-    "friedman_nemenyi", "holm", "intervals", "load_records", "not_worse_than_best",
-    "paired_bootstrap", "percentile_interval", "point_estimates", "records_from_maps",
-    "replicates", "resample_counts", "save_records", "seed_summary", "wilcoxon_pairs",
-]
+_MODULES = {
+    "bootstrap": ("IMAGE", "PIXEL", "intervals", "percentile_interval", "point_estimates",
+                  "replicates", "resample_counts"),
+    "compare": ("bootstrap_p", "friedman_nemenyi", "holm", "not_worse_than_best",
+                "paired_bootstrap", "wilcoxon_pairs"),
+    "records": ("PixelRecorder", "Records", "RecordsError", "bin_edges", "load_records",
+                "records_from_maps", "save_records"),
+    "seeds": ("seed_summary",),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

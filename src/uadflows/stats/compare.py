@@ -19,7 +19,6 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from uadflows.stats.bootstrap import percentile_interval, replicates, resample_counts
 from uadflows.stats.records import Records, RecordsError
@@ -107,6 +106,8 @@ def not_worse_than_best(values: dict[str, float], pairs: pd.DataFrame, metric: s
 def wilcoxon_pairs(per_category: pd.DataFrame) -> pd.DataFrame:
     """Wilcoxon signed-rank test for every pair of entries (columns) over the categories
     (rows, complete ones only): columns a, b, n, median_diff, statistic, p."""
+    from scipy import stats  # imported here: the report's start-up pays it only when used
+
     frame = per_category.dropna()
     rows = []
     for a, b in combinations(frame.columns, 2):
@@ -125,6 +126,7 @@ def friedman_nemenyi(per_category: pd.DataFrame, alpha: float = 0.05) -> dict:
     """Friedman test over entries (columns) and categories (rows, complete ones), the
     average ranks (1 = best), Nemenyi's pairwise p-values and critical difference."""
     import scikit_posthocs as sp
+    from scipy import stats  # imported here: the report's start-up pays it only when used
 
     frame = per_category.dropna()
     n, k = frame.shape

@@ -8,7 +8,6 @@ it says nothing about the test set's sampling; the bootstrap does that).
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 
 def seed_summary(values, level: float = 0.95) -> dict[str, float]:
@@ -21,6 +20,8 @@ def seed_summary(values, level: float = 0.95) -> dict[str, float]:
     mean = float(x.mean())
     if x.size < 2:
         return {"n": 1, "mean": mean, "std": nan, "t_low": nan, "t_high": nan}
+    from scipy import stats  # imported here: only a t interval needs it
+
     std = float(x.std(ddof=1))
     low, high = stats.t.interval(level, df=x.size - 1, loc=mean, scale=std / np.sqrt(x.size))
     return {"n": int(x.size), "mean": mean, "std": std, "t_low": float(low), "t_high": float(high)}
