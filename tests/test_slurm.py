@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from conftest import RESUME_EPOCHS, checkpoint_epoch, resume_workdir, unavailable
+from conftest import RESUME_EPOCHS, checkpoint_epoch, resume_workdir, tiny_workdir, unavailable
 from slurm_cluster import LocalSlurm, why_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,12 +102,6 @@ def run_snakemake(args: list[str], env: dict[str, str], timeout: int = 900) -> s
     if p.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed ({p.returncode}):\n{out[-8000:]}")
     return out
-
-
-def tiny_workdir(path: Path) -> Path:
-    path.mkdir(parents=True)
-    shutil.copy(ROOT / "configs/test/tiny.yaml", path / "config.yaml")
-    return path
 
 
 def workflow_args(work: Path) -> list[str]:

