@@ -166,7 +166,8 @@ def resume_workdir(path: Path) -> Path:
 
     config = yaml.safe_load((ROOT / "configs/test/tiny.yaml").read_text())
     config["datasets"]["demo"]["categories"] = ["brick"]
-    config["models"]["fastflow"].update(epochs=RESUME_EPOCHS, checkpoint_every=1)
+    config["models"] = {"fastflow": {**config["models"]["fastflow"], "epochs": RESUME_EPOCHS,
+                                     "checkpoint_every": 1}}  # one run: the fault tests count jobs
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return path
