@@ -34,6 +34,8 @@ from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
+from uadflows.lazy import lazy_exports  # noqa: F401  (re-exported for the method packages)
+
 if TYPE_CHECKING:
     from uadflows.backbones.base import Extractor
     from uadflows.methods.base import FlowMethod
@@ -91,21 +93,6 @@ def get(name: str) -> type[FlowMethod]:
     if name not in _REGISTRY:
         raise KeyError(f"method folder {name!r}: its model.py registers no @register({name!r}) class")
     return _REGISTRY[name]
-
-
-def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for a method package (PEP 562): ``exports`` maps a
-    name to the submodule holding it, imported when the name is first read."""
-
-    def __getattr__(attr: str) -> Any:
-        if attr not in exports:
-            raise AttributeError(f"module {package!r} has no attribute {attr!r}")
-        return getattr(importlib.import_module(f"{package}.{exports[attr]}"), attr)
-
-    def __dir__() -> list[str]:
-        return sorted(exports)
-
-    return __getattr__, __dir__
 
 
 def __getattr__(attr: str) -> Any:

@@ -10,7 +10,7 @@ Names are imported from their module on first use: the evaluate job needs record
 bootstrap, not compare.py's pandas and scipy.stats (about a second of its start-up).
 """
 
-from importlib import import_module
+from uadflows.lazy import lazy_exports
 
 _MODULES = {
     "bootstrap": ("IMAGE", "PIXEL", "intervals", "percentile_interval", "point_estimates",
@@ -21,18 +21,6 @@ _MODULES = {
                 "records_from_maps", "save_records"),
     "seeds": ("seed_summary",),
 }
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value  # once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__all__ = sorted(name for names in _MODULES.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, {name: module for module, names in _MODULES.items()
+                                               for name in names})
