@@ -58,3 +58,24 @@ def test_cd_figures(sweep, tmp_path):
     fig.savefig(tmp_path / "cd.png")
     assert (tmp_path / "cd.png").stat().st_size > 1000
     assert cd_figure(runs[runs.model != "c-poor"], "au_pro", "two models") is None
+
+
+def test_cd_figure_is_the_same_bytes_in_every_process(sweep, tmp_path):
+    """scikit-posthocs draws crossbars through sets of names, whose order follows the hash
+    seed: the figure must not (the SLURM test compares a cluster run's files with a local
+    run's, byte for byte)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from uadflows.report import load_metrics; "
+            "from uadflows.report.significance import cd_figure; "
+            "fig = cd_figure(load_metrics(sys.argv[1]), 'au_pro', 'AU-PRO'); "
+            "fig.savefig(sys.argv[2], metadata={'CreationDate': None})")
+    outputs = []
+    for seed in ("1", "2", "3", "4", "5"):
+        out = tmp_path / f"cd{seed}.pdf"
+        subprocess.run([sys.executable, "-c", code, str(sweep), str(out)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+        outputs.append(out.read_bytes())
+    assert all(o == outputs[0] for o in outputs)
