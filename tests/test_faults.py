@@ -100,11 +100,14 @@ def test_scheduler_signal_writes_a_checkpoint_then_the_rerun_resumes(tiny_catego
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(_train_cmd(spec, tiny_category["features"], out), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log = []
+    log, sent = [], False
     for line in proc.stdout:
         log.append(line)
-        if "epoch 2/12" in line:  # past the start, before the first periodic checkpoint
+        # past the start, before the first periodic checkpoint; once: the "stopped ...
+        # after epoch 2/12" line must not send a second signal to the exiting process
+        if "epoch 2/12" in line and not sent:
             proc.send_signal(getattr(signal, signame))
+            sent = True
     proc.wait(timeout=300)
     log = "".join(log)
     signum = getattr(signal, signame)
