@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -16,15 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def speed_common():
+def _benchmark_module(name: str):
+    """A script of benchmarks/ imported as a module (they import each other by bare name)."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import speed_common
-
-        yield speed_common
+        yield importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="module")
+def speed_common():
+    yield from _benchmark_module("speed_common")
 
 
 def test_flow_variants_hold_the_same_weights_and_agree(speed_common):
@@ -66,13 +70,7 @@ def test_quick_run_prints_its_tables(script, args, expected, tmp_path):
 
 @pytest.fixture()
 def collapse():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import collapse
-
-        yield collapse
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from _benchmark_module("collapse")
 
 
 def test_collapse_quick_trains_every_norm_and_merges_only_like_with_like(collapse, tmp_path, capsys):
