@@ -55,11 +55,15 @@ def pixel_threshold(maps: Iterable[np.ndarray], rule: Any) -> float:
     return float(np.quantile(np.concatenate(values), p))
 
 
-def binary_metrics(tp: float, fp: float, fn: float) -> dict[str, float]:
+def binary_metrics(tp: Any, fp: Any, fn: Any) -> dict[str, Any]:
     """precision, recall and f1 from counts; each 0 where its denominator is 0 (nothing
-    predicted: precision 0, as scikit-learn's zero_division=0)."""
+    predicted: precision 0, as scikit-learn's zero_division=0). Counts given as arrays (the
+    bootstrap's resamples) give arrays; scalars give floats."""
+    tp, fp, fn = (np.asarray(c, dtype=np.float64) for c in (tp, fp, fn))
+
     def ratio(a, b):
-        return float(a / b) if b else 0.0
+        r = np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+        return float(r) if r.ndim == 0 else r
     return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
             "f1": ratio(2 * tp, 2 * tp + fp + fn)}
 

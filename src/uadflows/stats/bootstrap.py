@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from uadflows.metrics.thresholds import SUFFIX
+from uadflows.metrics.thresholds import SUFFIX, binary_metrics
 from uadflows.stats import curves
 from uadflows.stats.records import Records
 
@@ -55,12 +55,8 @@ def replicates(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _ratios(prefix: str, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
-    """precision, recall, F1 of counts (B,), 0 where undefined (metrics/thresholds.py)."""
-    def ratio(a, b):
-        return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
-    return {f"{prefix}_precision{SUFFIX}": ratio(tp, tp + fp),
-            f"{prefix}_recall{SUFFIX}": ratio(tp, tp + fn),
-            f"{prefix}_f1{SUFFIX}": ratio(2 * tp, 2 * tp + fp + fn)}
+    """precision, recall, F1 of the resamples' counts (B,), named as the evaluator names them."""
+    return {f"{prefix}_{k}{SUFFIX}": v for k, v in binary_metrics(tp, fp, fn).items()}
 
 
 def _thresholded(records: Records, counts: np.ndarray) -> dict[str, np.ndarray]:
